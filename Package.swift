@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "once",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "once", targets: ["once"]),
+        .library(name: "OnceKafka", targets: ["OnceKafka"]),
+        .library(name: "OncePostgres", targets: ["OncePostgres"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C shims: module maps only. Nothing outside OnceKafka / OncePostgres imports these.
+        .systemLibrary(
+            name: "CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+
+        // Dedicated OS threads for blocking C calls, kept off the cooperative pool.
+        .target(name: "OnceThreads"),
+
+        .target(
+            name: "OnceKafka",
+            dependencies: [
+                "CRdKafka",
+                "OnceThreads",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "OncePostgres",
+            dependencies: [
+                "CLibPQ",
+                "OnceThreads",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "once",
+            dependencies: [
+                "OnceKafka",
+                "OncePostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(name: "OnceThreadsTests", dependencies: ["OnceThreads"]),
+        .testTarget(name: "OnceKafkaTests", dependencies: ["OnceKafka", "OnceThreads"]),
+        .testTarget(name: "OncePostgresTests", dependencies: ["OncePostgres"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+#ifndef ONCE_CRDKAFKA_SHIM_H
+#define ONCE_CRDKAFKA_SHIM_H
+#include <librdkafka/rdkafka.h>
+#endif

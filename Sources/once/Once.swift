@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Once: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "once",
+        abstract: "A Kafka consumer group whose effects in PostgreSQL happen exactly once per event.",
+        version: "0.1.0"
+    )
+}
