@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C shims: module maps only. Nothing outside OnceKafka / OncePostgres imports these.
@@ -45,19 +46,41 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The pipeline: envelopes, the batch transaction, dead letters, offsets, outbox relay.
+        .target(
+            name: "OnceCore",
+            dependencies: [
+                "OnceKafka",
+                "OncePostgres",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The handlers: credits (completions, grants), batch actions, jobs.
+        .target(
+            name: "OnceDomain",
+            dependencies: [
+                "OnceCore",
+                "OncePostgres",
+            ]
+        ),
         .executableTarget(
             name: "once",
             dependencies: [
+                "OnceCore",
+                "OnceDomain",
                 "OnceKafka",
                 "OncePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 
         .testTarget(name: "OnceThreadsTests", dependencies: ["OnceThreads"]),
         .testTarget(name: "OnceKafkaTests", dependencies: ["OnceKafka", "OnceThreads"]),
         .testTarget(name: "OncePostgresTests", dependencies: ["OncePostgres"]),
+        .testTarget(name: "OnceCoreTests", dependencies: ["OnceCore", "OnceKafka", "OncePostgres"]),
+        .testTarget(name: "OnceDomainTests", dependencies: ["OnceDomain", "OnceCore", "OnceKafka", "OncePostgres"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -5,6 +5,7 @@ struct Once: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "once",
         abstract: "A Kafka consumer group whose effects in PostgreSQL happen exactly once per event.",
-        version: "0.1.0"
+        version: "0.1.0",
+        subcommands: [Migrate.self, Run.self]
     )
 }

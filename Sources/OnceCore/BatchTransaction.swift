@@ -1,0 +1,211 @@
+import OnceKafka
+import OncePostgres
+
+/// The transaction that makes a batch's effects happen exactly once.
+///
+/// For one partition's batch, in one transaction: move the stored position (only under the
+/// claiming generation and from where this batch starts: the zombie fence), claim each event id
+/// in `processed_messages` (ids already there are redeliveries and are skipped), run the handlers
+/// on the new events in offset order, record outcomes other than `applied`, write dead letters
+/// with their outbox rows, and NOTIFY the relay. A handler that fails for good on some record
+/// makes the batch run again with that handler's runs bisected under savepoints, so only the
+/// failing record is dead-lettered. Blocking: runs on a database thread. Transient
+/// `PostgresError`s propagate for the caller to retry; `BatchFenced` means the partition moved on.
+struct BatchTransaction {
+    var group: String
+    var registry: HandlerRegistry
+    var deadLetterTopic: String
+
+    /// With `fence` nil (a replay) the stored position is neither checked nor moved.
+    func commit(_ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, on db: PostgresConnection) throws -> BatchSummary {
+        do {
+            return try attempt(records, of: batch, fence: fence, isolating: false, on: db)
+        } catch is HandlerFailure {
+            return try attempt(records, of: batch, fence: fence, isolating: true, on: db)
+        }
+    }
+
+    private func attempt(
+        _ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, isolating: Bool,
+        on db: PostgresConnection
+    ) throws -> BatchSummary {
+        try db.transaction { tx in
+            let p = batch.partition
+            // 1. The fence: this owner, this generation, from where this batch starts.
+            if let fence {
+              let moved = try tx.execute(
+                  """
+                  UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
+                  WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND generation = $4
+                    AND next_offset IS NOT DISTINCT FROM $6
+                  """,
+                  [.text(group), .text(p.topic), .int32(p.partition), .int64(fence.generation),
+                   .int64(batch.nextOffset), PostgresValue(fence.nextOffset)])
+              guard moved == 1 else { throw BatchFenced(partition: p, generation: fence.generation) }
+            }
+
+            // 2. Dedup: the first record of each id in the batch, claimed in processed_messages.
+            var seen = Set<String>()
+            let candidates = records.filter { seen.insert($0.eventID).inserted }
+            let fresh = Set(try tx.query(
+                """
+                INSERT INTO processed_messages
+                    (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome)
+                SELECT $1, e.id, $2, $3, e.off, e.type, e.tenant, e.outcome
+                FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[]) AS e(id, off, type, tenant, outcome)
+                ON CONFLICT (consumer_group, event_id) DO NOTHING
+                RETURNING event_id
+                """,
+                [.text(group), .text(p.topic), .int32(p.partition),
+                 .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
+                 .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.tenantID)),
+                 .textArray(candidates.map(\.provisionalOutcome.rawValue))]
+            ).map { try $0.decode(String.self, column: 0) })
+            let new = candidates.filter { fresh.contains($0.eventID) }
+
+            // 3. Handlers, on runs of one event type, in offset order.
+            let outbox = OutboxWriter()
+            let context = HandlerContext(connection: tx, consumerGroup: group, outbox: outbox)
+            var outcomes: [(String, EventOutcome)] = []
+            let rejected = new.compactMap(DeadLetter.init(invalid:))
+            var deadLetters = rejected
+            for run in new.eventRuns() {
+                let apply = registry.entries[run[0].envelope.type]!.apply
+                if isolating {
+                    try applyIsolating(run, apply, context, &outcomes, &deadLetters)
+                } else {
+                    outcomes += zip(run.map(\.envelope.eventID), try asHandlerFailure { try apply(run, context) })
+                }
+            }
+
+            // 4. Outcomes other than the provisional `applied`.
+            let changed = outcomes.filter { $0.1 != .applied }
+            if !changed.isEmpty {
+                try tx.execute(
+                    """
+                    UPDATE processed_messages p SET outcome = u.outcome
+                    FROM unnest($2::text[], $3::text[]) AS u(event_id, outcome)
+                    WHERE p.consumer_group = $1 AND p.event_id = u.event_id
+                    """,
+                    [.text(group), .textArray(changed.map(\.0)), .textArray(changed.map(\.1.rawValue))])
+            }
+
+            // 5. Dead letters, each with its record on the dead-letter topic; then wake the relay.
+            try DeadLetter.write(deadLetters, group: group, topic: deadLetterTopic, context: context)
+            if outbox.inserted > 0 { try tx.notify(channel: OutboxWriter.channel) }
+
+            return BatchSummary(
+                nextOffset: batch.nextOffset,
+                outcomes: outcomes.map(\.1) + rejected.map { _ in .deadLettered },
+                duplicates: records.count - new.count,
+                outboxRows: outbox.inserted)
+        }
+    }
+
+    /// Applies `run` under a savepoint; if the handler fails for good, splits the run in halves
+    /// and tries each, down to the single record that fails, which becomes a dead letter.
+    private func applyIsolating(
+        _ run: [DecodedEvent], _ apply: ([DecodedEvent], HandlerContext) throws -> [EventOutcome],
+        _ context: HandlerContext, _ outcomes: inout [(String, EventOutcome)], _ deadLetters: inout [DeadLetter]
+    ) throws {
+        do {
+            let applied = try context.connection.savepoint("once_isolate") { _ in try asHandlerFailure { try apply(run, context) } }
+            outcomes += zip(run.map(\.envelope.eventID), applied)
+        } catch let failure as HandlerFailure {
+            guard run.count > 1 else {
+                deadLetters.append(DeadLetter(failed: run[0], reason: failure.description))
+                outcomes.append((run[0].envelope.eventID, .deadLettered))
+                return
+            }
+            let middle = run.count / 2
+            try applyIsolating(Array(run[..<middle]), apply, context, &outcomes, &deadLetters)
+            try applyIsolating(Array(run[middle...]), apply, context, &outcomes, &deadLetters)
+        }
+    }
+}
+
+/// Where a partition's owner believes the stored position is, and under which claim.
+struct PartitionFence: Sendable, Hashable {
+    var generation: Int64
+    /// The stored `next_offset` this owner last saw or wrote (nil: nothing stored yet).
+    var nextOffset: Int64?
+}
+
+/// The batch found its partition claimed by another member or reset by an operator: nothing
+/// was written, and the owner must re-read the stored position before going on.
+struct BatchFenced: Error, CustomStringConvertible {
+    var partition: TopicPartition
+    var generation: Int64
+    var description: String { "\(partition) is no longer held under generation \(generation)" }
+}
+
+/// What one committed batch did.
+struct BatchSummary: Sendable {
+    var nextOffset: Int64
+    var outcomes: [EventOutcome]
+    /// Records skipped because their event id was already processed (or repeated in the batch).
+    var duplicates: Int
+    var outboxRows: Int
+}
+
+/// A handler's failure that is not transient: the record is at fault, not the database.
+struct HandlerFailure: Error, CustomStringConvertible {
+    var underlying: any Error
+    var description: String { "\(underlying)" }
+}
+
+/// Runs handler code, turning every error that retrying cannot cure into `HandlerFailure`.
+private func asHandlerFailure<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as PostgresError where error.isTransient {
+        throw error
+    } catch {
+        throw HandlerFailure(underlying: error)
+    }
+}
+
+extension BatchRecord {
+    var offset: Int64 {
+        switch self {
+        case .event(let event): return event.offset
+        case .invalid(let record, _): return record.offset
+        }
+    }
+
+    var eventType: String? {
+        switch self {
+        case .event(let event): return event.envelope.type
+        case .invalid: return nil
+        }
+    }
+
+    var tenantID: String? {
+        switch self {
+        case .event(let event): return event.envelope.tenantID
+        case .invalid: return nil
+        }
+    }
+
+    var provisionalOutcome: EventOutcome {
+        switch self {
+        case .event: return .applied
+        case .invalid: return .deadLettered
+        }
+    }
+}
+
+extension Array where Element == BatchRecord {
+    /// Consecutive valid events of one type, in offset order.
+    func eventRuns() -> [[DecodedEvent]] {
+        var runs: [[DecodedEvent]] = []
+        for case .event(let event) in self {
+            if let last = runs.last?.last, last.envelope.type == event.envelope.type {
+                runs[runs.count - 1].append(event)
+            } else {
+                runs.append([event])
+            }
+        }
+        return runs
+    }
+}

@@ -1,0 +1,314 @@
+/// Why a record was dead-lettered. The raw values are the contract's `dead_letters.reason_code`s.
+public enum DeadLetterReason: String, Sendable, Hashable, CaseIterable {
+    case invalidJSON = "invalid_json"
+    case missingEventID = "missing_event_id"
+    case invalidEventID = "invalid_event_id"
+    case unknownType = "unknown_type"
+    case unsupportedVersion = "unsupported_version"
+    case invalidTenant = "invalid_tenant"
+    case invalidData = "invalid_data"
+    case tooLarge = "too_large"
+    case handlerFailed = "handler_failed"
+}
+
+/// One inbound event, checked against the envelope rules of the contract (§1).
+///
+/// Every field has passed its rule: `eventID` is 1...128 characters of `[A-Za-z0-9._:-]`, `type`
+/// and `version` are a supported pair, `tenantID` is 1...64 characters of `[A-Za-z0-9._-]`, and
+/// `occurredAt` is an RFC 3339 timestamp, kept exactly as the producer wrote it. `data` is the
+/// type's payload object, not yet checked; handlers read it through `EventData`, which reports a
+/// broken field as `invalid_data`. Fields of the record beyond these six are ignored.
+public struct Envelope: Sendable, Hashable {
+    /// The producer's id for this emission.
+    public var eventID: String
+    /// The event type, e.g. `batch.completed`.
+    public var type: String
+    /// The schema version of `type`.
+    public var version: Int
+    /// The tenant the event belongs to.
+    public var tenantID: String
+    /// When the event happened, as RFC 3339 text.
+    public var occurredAt: String
+    /// The type-specific payload.
+    public var data: [String: JSONValue]
+
+    public init(
+        eventID: String,
+        type: String,
+        version: Int,
+        tenantID: String,
+        occurredAt: String,
+        data: [String: JSONValue]
+    ) {
+        self.eventID = eventID
+        self.type = type
+        self.version = version
+        self.tenantID = tenantID
+        self.occurredAt = occurredAt
+        self.data = data
+    }
+
+    /// The envelope as a JSON object with the contract's field names, e.g. for an outbound event
+    /// (`JSONWriter.serialize(envelope.jsonValue)`).
+    public var jsonValue: JSONValue {
+        .object([
+            "event_id": .string(eventID),
+            "type": .string(type),
+            "version": .integer(Int64(version)),
+            "tenant_id": .string(tenantID),
+            "occurred_at": .string(occurredAt),
+            "data": .object(data),
+        ])
+    }
+}
+
+/// Why a record cannot be processed, ever: it goes to the dead letters with `reason`.
+///
+/// `message` names the broken field (`data.credits must be an integer from 0 to 1000000`).
+/// `eventID` is set only when the record's `event_id` was readable and valid, so the pipeline can
+/// record it; otherwise the pipeline identifies the record by its synthetic id.
+public struct EnvelopeError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var reason: DeadLetterReason
+    public var message: String
+    public var eventID: String?
+
+    public init(reason: DeadLetterReason, message: String, eventID: String? = nil) {
+        self.reason = reason
+        self.message = message
+        self.eventID = eventID
+    }
+
+    public var description: String {
+        "\(reason.rawValue): \(message)"
+    }
+}
+
+/// Turns a record value into an `Envelope`, or says which rule it breaks.
+public enum EnvelopeDecoder {
+    /// The largest record value accepted by default: 4 MiB.
+    public static let defaultMaxBytes = 4 * 1024 * 1024
+
+    /// The longest `event_id`.
+    public static let maxEventIDLength = 128
+    /// The longest `tenant_id`.
+    public static let maxTenantIDLength = 64
+
+    /// Decodes and checks a record value.
+    ///
+    /// The rules are checked in this order and the first broken one decides the reason:
+    /// size (`too_large`, before parsing), JSON object (`invalid_json`), `event_id`
+    /// (`missing_event_id` when absent or null, `invalid_event_id`), `type` (`unknown_type`),
+    /// `version` (`unsupported_version`), `tenant_id` (`invalid_tenant`), `occurred_at` and then
+    /// `data` (`invalid_data`).
+    ///
+    /// - Parameters:
+    ///   - value: The record value; `nil` for a record without one.
+    ///   - supportedVersions: Each known event type with the versions this consumer handles.
+    ///   - maxBytes: The largest value accepted.
+    public static func decode(
+        _ value: [UInt8]?,
+        supportedVersions: [String: Set<Int>],
+        maxBytes: Int = defaultMaxBytes
+    ) throws(EnvelopeError) -> Envelope {
+        if let value, value.count > maxBytes {
+            throw EnvelopeError(
+                reason: .tooLarge, message: "record value is \(value.count) bytes; the limit is \(maxBytes)")
+        }
+        guard let value else {
+            throw EnvelopeError(reason: .invalidJSON, message: "record has no value")
+        }
+        let document: JSONValue
+        do throws(JSONParseError) {
+            document = try JSONParser.parse(value)
+        } catch {
+            throw EnvelopeError(reason: .invalidJSON, message: error.description)
+        }
+        guard case .object(let fields) = document else {
+            throw EnvelopeError(
+                reason: .invalidJSON, message: "record value must be a JSON object, not \(document.kindDescription)")
+        }
+
+        // event_id
+        let eventID: String
+        switch fields["event_id"] {
+        case nil, .null?:
+            throw EnvelopeError(reason: .missingEventID, message: "event_id is missing")
+        case .string(let text)? where isValidEventID(text):
+            eventID = text
+        default:
+            throw EnvelopeError(
+                reason: .invalidEventID,
+                message: "event_id must be 1..\(maxEventIDLength) characters of [A-Za-z0-9._:-]")
+        }
+
+        // type
+        guard case .string(let type)? = fields["type"] else {
+            throw EnvelopeError(
+                reason: .unknownType,
+                message: "type must be a string, one of \(knownTypes(supportedVersions))",
+                eventID: eventID)
+        }
+        guard let versions = supportedVersions[type] else {
+            throw EnvelopeError(
+                reason: .unknownType,
+                message: "type \(quoted(type)) is not one of \(knownTypes(supportedVersions))",
+                eventID: eventID)
+        }
+
+        // version
+        let supported = { versions.sorted().map(String.init).joined(separator: ", ") }
+        guard case .integer(let rawVersion)? = fields["version"], let version = Int(exactly: rawVersion) else {
+            throw EnvelopeError(
+                reason: .unsupportedVersion,
+                message: "version must be an integer; \(type) supports \(supported())",
+                eventID: eventID)
+        }
+        guard versions.contains(version) else {
+            throw EnvelopeError(
+                reason: .unsupportedVersion,
+                message: "version \(version) of \(type) is not supported; supported: \(supported())",
+                eventID: eventID)
+        }
+
+        // tenant_id
+        guard case .string(let tenantID)? = fields["tenant_id"], isValidTenantID(tenantID) else {
+            throw EnvelopeError(
+                reason: .invalidTenant,
+                message: "tenant_id must be 1..\(maxTenantIDLength) characters of [A-Za-z0-9._-]",
+                eventID: eventID)
+        }
+
+        // occurred_at
+        guard case .string(let occurredAt)? = fields["occurred_at"], RFC3339.isValid(occurredAt) else {
+            throw EnvelopeError(
+                reason: .invalidData,
+                message: "occurred_at must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z",
+                eventID: eventID)
+        }
+
+        // data
+        guard case .object(let data)? = fields["data"] else {
+            throw EnvelopeError(reason: .invalidData, message: "data must be a JSON object", eventID: eventID)
+        }
+
+        return Envelope(
+            eventID: eventID, type: type, version: version, tenantID: tenantID, occurredAt: occurredAt, data: data)
+    }
+
+    /// Whether `text` is 1...128 characters of `[A-Za-z0-9._:-]`.
+    public static func isValidEventID(_ text: String) -> Bool {
+        isASCIIIdentifier(text, maxLength: maxEventIDLength, allowColon: true)
+    }
+
+    /// Whether `text` is 1...64 characters of `[A-Za-z0-9._-]`.
+    public static func isValidTenantID(_ text: String) -> Bool {
+        isASCIIIdentifier(text, maxLength: maxTenantIDLength, allowColon: false)
+    }
+
+    private static func isASCIIIdentifier(_ text: String, maxLength: Int, allowColon: Bool) -> Bool {
+        let utf8 = text.utf8
+        // Every allowed character is one byte, so the byte count is the character count.
+        guard !utf8.isEmpty, utf8.count <= maxLength else { return false }
+        return utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                return true
+            case UInt8(ascii: ":"):
+                return allowColon
+            default:
+                return false
+            }
+        }
+    }
+
+    private static func knownTypes(_ supportedVersions: [String: Set<Int>]) -> String {
+        supportedVersions.keys.sorted().joined(separator: ", ")
+    }
+
+    /// `text` as a JSON string literal, cut to 64 characters so a hostile value cannot flood the
+    /// dead-letter message.
+    private static func quoted(_ text: String) -> String {
+        let limit = 64
+        let unicodeScalars = text.unicodeScalars
+        guard unicodeScalars.count > limit else { return JSONWriter.serializeString(.string(text)) }
+        let prefix = String(String.UnicodeScalarView(unicodeScalars.prefix(limit)))
+        return JSONWriter.serializeString(.string(prefix)) + "…"
+    }
+}
+
+/// The RFC 3339 `date-time` grammar (section 5.6), with range checks:
+///
+///     date-time = full-date ("T" / "t") full-time
+///     full-date = YYYY "-" MM "-" DD          year 0001-9999, month 01-12, day valid for the month
+///     full-time = hh ":" mm ":" ss ["." 1*9DIGIT] ("Z" / "z" / ("+" / "-") hh ":" mm)
+///                 hour 00-23, minute 00-59, second 00-60 (leap second), offset hour 00-23
+///
+/// Two choices narrow the RFC: year 0000 is rejected (PostgreSQL has no year zero), and the
+/// fraction has at most 9 digits (nanoseconds).
+public enum RFC3339 {
+    /// Whether `text` is an RFC 3339 `date-time` as described above.
+    public static func isValid(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { isValid(utf8: $0) }
+    }
+
+    /// Whether the UTF-8 bytes `utf8` are an RFC 3339 `date-time` as described above.
+    public static func isValid(utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        // Shortest: 2026-11-22T10:00:00Z (20 bytes); longest: 9 fraction digits and an offset (35).
+        guard utf8.count >= 20, utf8.count <= 35 else { return false }
+
+        func number(_ range: Range<Int>) -> Int? {
+            guard range.upperBound <= utf8.count else { return nil }
+            var value = 0
+            for index in range {
+                let digit = utf8[index] &- UInt8(ascii: "0")
+                guard digit <= 9 else { return nil }
+                value = value * 10 + Int(digit)
+            }
+            return value
+        }
+        func byte(_ index: Int, is first: UInt8, or second: UInt8? = nil) -> Bool {
+            index < utf8.count && (utf8[index] == first || utf8[index] == second)
+        }
+
+        guard let year = number(0..<4), byte(4, is: UInt8(ascii: "-")),
+            let month = number(5..<7), byte(7, is: UInt8(ascii: "-")),
+            let day = number(8..<10), byte(10, is: UInt8(ascii: "T"), or: UInt8(ascii: "t")),
+            let hour = number(11..<13), byte(13, is: UInt8(ascii: ":")),
+            let minute = number(14..<16), byte(16, is: UInt8(ascii: ":")),
+            let second = number(17..<19)
+        else { return false }
+        guard year >= 1, (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year),
+            hour <= 23, minute <= 59, second <= 60
+        else { return false }
+
+        var index = 19
+        if byte(index, is: UInt8(ascii: ".")) {
+            index += 1
+            let fractionStart = index
+            while index < utf8.count, utf8[index] &- UInt8(ascii: "0") <= 9 { index += 1 }
+            guard (1...9).contains(index - fractionStart) else { return false }
+        }
+        if byte(index, is: UInt8(ascii: "Z"), or: UInt8(ascii: "z")) {
+            return index + 1 == utf8.count
+        }
+        guard byte(index, is: UInt8(ascii: "+"), or: UInt8(ascii: "-")),
+            let offsetHour = number(index + 1..<index + 3), byte(index + 3, is: UInt8(ascii: ":")),
+            let offsetMinute = number(index + 4..<index + 6)
+        else { return false }
+        return offsetHour <= 23 && offsetMinute <= 59 && index + 6 == utf8.count
+    }
+
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2:
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+            return leap ? 29 : 28
+        case 4, 6, 9, 11:
+            return 30
+        default:
+            return 31
+        }
+    }
+}

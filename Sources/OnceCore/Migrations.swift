@@ -1,0 +1,137 @@
+import OncePostgres
+
+/// One schema change: statements run in order, in one transaction, recorded by `version`.
+public struct Migration: Sendable {
+    public var version: Int
+    public var name: String
+    public var statements: [String]
+
+    public init(version: Int, name: String, statements: [String]) {
+        self.version = version
+        self.name = name
+        self.statements = statements
+    }
+}
+
+/// Brings a database to the newest schema.
+///
+/// All migrations run in one transaction under a transaction-scoped advisory lock, so two
+/// processes migrating at once serialise: the second finds everything applied and does nothing.
+/// Versions are unique across the list; applied versions are recorded in `once_schema_migrations`.
+/// Errors are `PostgresError`s; a failing migration leaves the schema as it was.
+public struct Migrator: Sendable {
+    public var migrations: [Migration]
+
+    /// The lock key shared by every `once migrate`; any constant unlikely to collide works.
+    static let advisoryLockKey: Int64 = 0x6f6e_6365_6d69_6772
+
+    public init(migrations: [Migration]) {
+        precondition(Set(migrations.map(\.version)).count == migrations.count, "duplicate migration versions")
+        self.migrations = migrations.sorted { $0.version < $1.version }
+    }
+
+    /// Applies what is missing; returns the versions applied now (empty when up to date).
+    @discardableResult
+    public func migrate(on connection: PostgresConnection) throws -> [Int] {
+        try connection.transaction { tx in
+            _ = try tx.query("SELECT pg_advisory_xact_lock($1)", [.int64(Self.advisoryLockKey)])
+            try tx.execute(
+                """
+                CREATE TABLE IF NOT EXISTS once_schema_migrations (
+                    version integer PRIMARY KEY,
+                    name text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """)
+            let applied = Set(try tx.query("SELECT version FROM once_schema_migrations").map { try $0.decode(Int.self, column: 0) })
+            var now: [Int] = []
+            for migration in migrations where !applied.contains(migration.version) {
+                for statement in migration.statements {
+                    try tx.execute(statement)
+                }
+                try tx.execute(
+                    "INSERT INTO once_schema_migrations (version, name) VALUES ($1, $2)",
+                    [.int(migration.version), .text(migration.name)])
+                now.append(migration.version)
+            }
+            return now
+        }
+    }
+}
+
+extension Migration {
+    /// The pipeline's own tables (CONTRACT.md §2): dedup, positions, dead letters, outbox.
+    public static let pipeline: [Migration] = [
+        Migration(
+            version: 1,
+            name: "pipeline tables",
+            statements: [
+                """
+                CREATE TABLE processed_messages (
+                    consumer_group text NOT NULL,
+                    event_id text NOT NULL,
+                    topic text NOT NULL,
+                    partition integer NOT NULL,
+                    kafka_offset bigint NOT NULL,
+                    event_type text,
+                    tenant_id text,
+                    outcome text NOT NULL
+                        CHECK (outcome IN ('applied', 'duplicate', 'conflict', 'dead_lettered')),
+                    processed_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (consumer_group, event_id)
+                )
+                """,
+                "CREATE INDEX processed_messages_position ON processed_messages (consumer_group, topic, partition, kafka_offset)",
+                """
+                CREATE TABLE consumer_offsets (
+                    consumer_group text NOT NULL,
+                    topic text NOT NULL,
+                    partition integer NOT NULL,
+                    -- NULL until the first batch commits: the partition starts at its earliest offset.
+                    next_offset bigint,
+                    -- Bumped by every claim and every operator reset; a batch commits only under
+                    -- the generation it started with (the zombie fence).
+                    generation bigint NOT NULL DEFAULT 0,
+                    owner text,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (consumer_group, topic, partition)
+                )
+                """,
+                """
+                CREATE TABLE dead_letters (
+                    id bigserial PRIMARY KEY,
+                    consumer_group text NOT NULL,
+                    topic text NOT NULL,
+                    partition integer NOT NULL,
+                    kafka_offset bigint NOT NULL,
+                    event_id text NOT NULL,
+                    reason_code text NOT NULL,
+                    error text NOT NULL,
+                    payload bytea,
+                    headers jsonb NOT NULL DEFAULT '[]',
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    resolved_at timestamptz,
+                    retries integer NOT NULL DEFAULT 0
+                )
+                """,
+                "CREATE INDEX dead_letters_unresolved ON dead_letters (consumer_group, id) WHERE resolved_at IS NULL",
+                """
+                CREATE TABLE outbox (
+                    id bigserial PRIMARY KEY,
+                    tenant_id text NOT NULL,
+                    event_type text NOT NULL,
+                    aggregate_id text NOT NULL,
+                    topic text NOT NULL,
+                    message_key text,
+                    payload bytea,
+                    headers jsonb NOT NULL DEFAULT '{}',
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    published_at timestamptz,
+                    UNIQUE (tenant_id, event_type, aggregate_id)
+                )
+                """,
+                "CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
+            ]
+        )
+    ]
+}

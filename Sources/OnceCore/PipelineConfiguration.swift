@@ -1,0 +1,31 @@
+import Foundation
+
+/// Everything `once run` needs to know. A `Sendable` value; defaults follow CONTRACT.md.
+public struct PipelineConfiguration: Sendable {
+    public var databaseURL: String
+    public var brokers: String
+    public var consumerGroup = "once"
+    public var topics = ["completion-events", "batch-action-events", "job-events"]
+    public var deadLetterTopic = "once.dead-letters"
+    /// librdkafka properties passed through to the consumer and producer (TLS, SASL, tuning).
+    public var kafkaProperties: [String: String] = [:]
+    /// Database sessions working on batches at once (each on a thread of its own).
+    public var connections = 4
+    /// The most records one batch transaction takes; batches are smaller when fewer are waiting.
+    public var maxBatchRecords = 2000
+    /// A partition with more records waiting than this is paused until half of them are done.
+    public var maxBufferedRecordsPerPartition = 20_000
+    /// The largest record value accepted; larger ones are dead-lettered as `too_large`.
+    public var maxRecordBytes = 4 * 1024 * 1024
+    /// Also commit processed positions to the Kafka group, so that standard lag tools see them.
+    public var commitToKafka = true
+    /// Identifies this process in `consumer_offsets.owner`.
+    public var memberID = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
+    /// The longest pause between retries of a batch that hit a transient failure.
+    public var maxRetryDelay: Duration = .seconds(5)
+
+    public init(databaseURL: String, brokers: String) {
+        self.databaseURL = databaseURL
+        self.brokers = brokers
+    }
+}

@@ -1,0 +1,40 @@
+import OnceKafka
+import OncePostgres
+
+/// Runs records of one partition through the pipeline's transaction without consuming: for
+/// replays, dead-letter retries and tests. The stored position is neither checked nor moved;
+/// everything else (dedup, handlers, outcomes, dead letters, outbox) is exactly what
+/// `once run` does. Blocking: call it with a connection on its own thread.
+public struct RecordProcessor: Sendable {
+    let decoder: BatchDecoder
+    let transaction: BatchTransaction
+
+    public init(consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String = "once.dead-letters") {
+        decoder = BatchDecoder(registry: registry)
+        transaction = BatchTransaction(group: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
+    }
+
+    /// Applies `records` (one partition, offset order) in one transaction and reports the outcome
+    /// of each record: handlers' outcomes for new events, `dead_lettered` for rejected ones,
+    /// and `duplicate` for records whose event id was already processed.
+    public func process(_ records: [KafkaRecord], on db: PostgresConnection) throws -> ProcessReport {
+        guard let first = records.first else { return ProcessReport() }
+        let batch = PartitionBatch(partition: first.topicPartition, records: records)
+        let summary = try transaction.commit(records.map(decoder.decode), of: batch, fence: nil, on: db)
+        var report = ProcessReport()
+        for outcome in summary.outcomes { report.counts[outcome, default: 0] += 1 }
+        report.counts[.duplicate, default: 0] += summary.duplicates
+        report.outboxRows = summary.outboxRows
+        return report
+    }
+}
+
+/// How many records of a run ended in each outcome.
+public struct ProcessReport: Sendable, Hashable {
+    public var counts: [EventOutcome: Int] = [:]
+    public var outboxRows = 0
+
+    public init() {}
+
+    public subscript(_ outcome: EventOutcome) -> Int { counts[outcome] ?? 0 }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OnceCore
+
+/// The flags every command that talks to the database or the broker shares.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "libpq URL of the database (env ONCE_DATABASE_URL).")
+    var databaseURL: String?
+
+    @Option(help: "Kafka bootstrap servers (env ONCE_KAFKA_BROKERS).")
+    var brokers: String?
+
+    @Option(name: .customLong("group"), help: "Consumer group id (env ONCE_GROUP_ID; default once).")
+    var groupID: String?
+
+    @Option(help: "Comma-separated input topics (env ONCE_TOPICS).")
+    var topics: String?
+
+    @Option(name: .customLong("config"), help: "A config file of `key = value` lines (env ONCE_CONFIG).")
+    var configFile: String?
+
+    @Option(name: .customLong("kafka-property"), help: "A librdkafka property as name=value; repeatable.")
+    var kafkaProperties: [String] = []
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical (env ONCE_LOG_LEVEL).")
+    var logLevel: String?
+
+    func settings() throws -> Settings {
+        var flags = Settings.Flags()
+        flags.databaseURL = databaseURL
+        flags.brokers = brokers
+        flags.groupID = groupID
+        flags.topics = topics
+        flags.configFile = configFile
+        flags.kafkaProperties = kafkaProperties
+        do {
+            return try Settings.resolve(flags: flags)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    /// Sends log lines to standard error at the chosen level; returns the root logger.
+    func makeLogger(label: String = "once") throws -> Logger {
+        let text = logLevel ?? ProcessInfo.processInfo.environment["ONCE_LOG_LEVEL"] ?? "info"
+        guard let level = Logger.Level(rawValue: text) else {
+            throw ValidationError("--log-level: `\(text)` is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingBootstrap.once(level: level)
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        return logger
+    }
+}
+
+/// LoggingSystem.bootstrap may run only once per process.
+enum LoggingBootstrap {
+    nonisolated(unsafe) private static var done = false  // only touched from the command's start, before any task
+
+    static func once(level: Logger.Level) {
+        guard !done else { return }
+        done = true
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+/// A failure to report as one line on standard error with a non-zero exit.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,36 @@
+import ArgumentParser
+import Logging
+import OnceCore
+#if canImport(OnceDomain)
+import OnceDomain
+#endif
+import OncePostgres
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or upgrade the schema; safe to run twice and from two processes at once.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        let settings = try connection.settings()
+        let logger = try connection.makeLogger()
+        let url = try settings.requireDatabaseURL()
+        let client = try await connectDatabase(url, logger: logger)
+        defer { Task { await client.close() } }
+        let applied = try await client.withConnection { db in
+            try Migrator(migrations: Migration.pipeline + domainMigrations).migrate(on: db)
+        }
+        print(applied.isEmpty ? "schema is up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+    }
+}
+
+/// Opens a database session or fails with one clear line (within the connect timeout).
+func connectDatabase(_ url: String, logger: Logger) async throws -> PostgresClient {
+    do {
+        return try await PostgresClient.connect(
+            configuration: PostgresConfiguration(url: url, connectTimeout: .seconds(5)), logger: logger)
+    } catch {
+        throw CommandFailure("cannot reach the database: \(error)")
+    }
+}

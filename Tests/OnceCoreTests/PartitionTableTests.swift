@@ -1,0 +1,177 @@
+import OnceKafka
+import Testing
+
+@testable import OnceCore
+
+/// The scheduler's state machine as a plain value: feed events, check what it asks for.
+@Suite struct PartitionTableTests {
+    let p0 = TopicPartition("in", 0)
+    let p1 = TopicPartition("in", 1)
+
+    func records(_ partition: TopicPartition, _ offsets: Range<Int64>) -> [KafkaRecord] {
+        offsets.map { KafkaRecord(topic: partition.topic, partition: partition.partition, offset: $0, key: nil, value: []) }
+    }
+
+    @Test func assignedPartitionsArePausedUntilClaimedThenSeekAndResume() {
+        let table = PartitionTable(connections: 2, maxBatch: 10, pauseAbove: 100)
+        #expect(table.assigned([p0, p1]) == [p0, p1])
+        var actions = table.takeConsumerActions()
+        #expect(actions.pause == [p0, p1])
+        // Records before the claim are dropped: they will be fetched again from the claimed position.
+        #expect(table.ingest(records(p0, 0..<5)).isEmpty)
+
+        table.claimed(p0, fence: PartitionFence(generation: 3, nextOffset: 42))
+        table.claimed(p1, fence: PartitionFence(generation: 1, nextOffset: nil))
+        actions = table.takeConsumerActions()
+        #expect(actions.seek == [p0: 42, p1: KafkaOffset.beginning])
+        #expect(actions.resume == [p0, p1])
+        // Until the seek has run, polled records are from the old position.
+        #expect(table.ingest(records(p0, 0..<5)).isEmpty)
+        table.seeksDone([p0, p1])
+        let started = table.ingest(records(p0, 42..<47))
+        #expect(started.count == 1)
+        #expect(started.first?.fence == PartitionFence(generation: 3, nextOffset: 42))
+        #expect(started.first?.batch.records.map(\.offset) == Array(42..<47))
+    }
+
+    @Test func onePartitionHasOneBatchInFlightAndBatchesAreBounded() {
+        let table = PartitionTable(connections: 2, maxBatch: 10, pauseAbove: 100)
+        _ = table.assigned([p0])
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p0])
+        let first = table.ingest(records(p0, 0..<25))
+        #expect(first.map(\.batch.records.count) == [10])
+        #expect(table.ingest(records(p0, 25..<30)).isEmpty)  // still in flight
+        let next = table.finished(first[0], .committed(nextOffset: 10))
+        #expect(next.map(\.batch.records.first?.offset) == [10])
+        #expect(next.first?.fence.nextOffset == 10)
+        #expect(table.takeConsumerActions().commit == [p0: 10])
+    }
+
+    @Test func sessionsAreSharedAcrossPartitions() {
+        let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
+        _ = table.assigned([p0, p1])
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.claimed(p1, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p0, p1])
+        let started = table.ingest(records(p0, 0..<3) + records(p1, 0..<3))
+        #expect(started.count == 1)
+        let next = table.finished(started[0], .committed(nextOffset: 3))
+        #expect(next.count == 1)
+        #expect(next[0].batch.partition != started[0].batch.partition)
+    }
+
+    @Test func aFullBufferPausesThePartitionAndDrainingResumesIt() {
+        let table = PartitionTable(connections: 1, maxBatch: 50, pauseAbove: 100)
+        _ = table.assigned([p0])
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p0])
+        _ = table.takeConsumerActions()
+        var batch = table.ingest(records(p0, 0..<160))[0]
+        #expect(table.takeConsumerActions().pause == [p0])
+        batch = table.finished(batch, .committed(nextOffset: 50))[0]
+        #expect(table.takeConsumerActions().resume.isEmpty)  // 60 left: above half
+        _ = table.finished(batch, .committed(nextOffset: 100))
+        #expect(table.takeConsumerActions().resume == [p0])
+    }
+
+    @Test func aFencedBatchDropsTheBufferAndWaitsForTheNewPosition() {
+        let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
+        _ = table.assigned([p0])
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p0])
+        let batch = table.ingest(records(p0, 0..<20))[0]
+        #expect(table.finished(batch, .fenced).isEmpty)
+        #expect(table.ingest(records(p0, 20..<25)).isEmpty)
+        #expect(table.quietSince() == nil)  // the partition waits for its position
+        table.claimed(p0, fence: PartitionFence(generation: 2, nextOffset: 5))
+        #expect(table.takeConsumerActions().seek == [p0: 5])
+        table.seeksDone([p0])
+        #expect(table.ingest(records(p0, 5..<8)).first?.fence.generation == 2)
+    }
+
+    @Test func revokedPartitionsAreForgottenAndDisownedOnesStopped() {
+        let table = PartitionTable(connections: 2, maxBatch: 10, pauseAbove: 100)
+        _ = table.assigned([p0, p1])
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.claimed(p1, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p0, p1])
+        table.revoke([p0], timeout: .seconds(1))
+        #expect(table.assignedPartitions == [p1])
+        #expect(table.ingest(records(p0, 0..<3)).isEmpty)
+        table.disowned(p1)
+        #expect(table.ingest(records(p1, 0..<3)).isEmpty)
+        #expect(!table.holds(p1, generation: 1))
+    }
+
+    @Test func quietOnlyAfterAnAssignmentWithNothingPending() {
+        let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
+        #expect(table.quietSince() == nil)
+        _ = table.assigned([p0])
+        #expect(table.quietSince() == nil)
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p0])
+        #expect(table.quietSince() != nil)
+        let batch = table.ingest(records(p0, 0..<3))[0]
+        #expect(table.quietSince() == nil)
+        _ = table.finished(batch, .committed(nextOffset: 3))
+        #expect(table.quietSince() != nil)
+    }
+}
+
+@Suite struct SettingsTests {
+    @Test func flagsWinOverEnvironmentOverFile() throws {
+        let file = """
+            # comment
+            database_url = postgresql://file/db
+            brokers = file:9092
+            group_id = from-file
+            topics = a, b
+            kafka.security.protocol = ssl
+            """
+        var flags = Settings.Flags()
+        flags.configFile = "once.conf"
+        flags.brokers = "flag:9092"
+        flags.kafkaProperties = ["linger.ms=7"]
+        let settings = try Settings.resolve(
+            flags: flags, environment: ["ONCE_GROUP_ID": "from-env", "ONCE_KAFKA_PROPERTIES": "security.protocol=sasl_ssl"],
+            readFile: { _ in file })
+        #expect(settings.databaseURL == "postgresql://file/db")
+        #expect(settings.brokers == "flag:9092")
+        #expect(settings.groupID == "from-env")
+        #expect(settings.topics == ["a", "b"])
+        #expect(settings.kafkaProperties == ["security.protocol": "sasl_ssl", "linger.ms": "7"])
+    }
+
+    @Test func defaultsFollowTheContract() throws {
+        let settings = try Settings.resolve(flags: .init(), environment: [:])
+        #expect(settings.groupID == "once")
+        #expect(settings.topics == ["completion-events", "batch-action-events", "job-events"])
+        #expect(throws: SettingsError.self) { try settings.requireDatabaseURL() }
+        #expect(throws: SettingsError.self) { try settings.requireBrokers() }
+    }
+
+    @Test func mistakesNameWhereTheyAre() {
+        var flags = Settings.Flags()
+        flags.configFile = "bad.conf"
+        let error = #expect(throws: SettingsError.self) {
+            _ = try Settings.resolve(flags: flags, environment: [:], readFile: { _ in "brokers = x\nnonsense here\n" })
+        }
+        #expect(error?.description.contains("bad.conf:2") == true)
+        var property = Settings.Flags()
+        property.kafkaProperties = ["novalue"]
+        #expect(throws: SettingsError.self) { _ = try Settings.resolve(flags: property, environment: [:]) }
+    }
+}
+
+@Suite struct BackoffTests {
+    @Test func delaysGrowAndStayUnderTheCap() {
+        let backoff = Backoff(base: .milliseconds(10), cap: .milliseconds(200))
+        for attempt in 0..<30 {
+            let delay = backoff.delay(attempt: attempt)
+            #expect(delay <= .milliseconds(200))
+            #expect(delay >= .milliseconds(1))
+        }
+        #expect(backoff.delay(attempt: 10) >= .milliseconds(100))
+    }
+}
