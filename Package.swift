@@ -76,11 +76,19 @@ let package = Package(
             ]
         ),
 
+        // What the integration tests share: the local services, throwaway databases and topics,
+        // awaiting conditions, and `once` run as a child process.
+        .target(
+            name: "OnceTestSupport",
+            dependencies: ["OnceCore", "OnceKafka", "OncePostgres"],
+            path: "Tests/OnceTestSupport"
+        ),
         .testTarget(name: "OnceThreadsTests", dependencies: ["OnceThreads"]),
         .testTarget(name: "OnceKafkaTests", dependencies: ["OnceKafka", "OnceThreads"]),
         .testTarget(name: "OncePostgresTests", dependencies: ["OncePostgres"]),
-        .testTarget(name: "OnceCoreTests", dependencies: ["OnceCore", "OnceKafka", "OncePostgres"]),
-        .testTarget(name: "OnceDomainTests", dependencies: ["OnceDomain", "OnceCore", "OnceKafka", "OncePostgres"]),
+        .testTarget(name: "OnceCoreTests", dependencies: ["OnceCore", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(name: "OnceDomainTests", dependencies: ["OnceDomain", "OnceCore", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(name: "onceTests", dependencies: ["once", "OnceDomain", "OnceCore", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

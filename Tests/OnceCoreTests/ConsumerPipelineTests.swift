@@ -1,6 +1,7 @@
 import Foundation
 import OnceKafka
 import OncePostgres
+import OnceTestSupport
 import Testing
 
 @testable import OnceCore
@@ -22,7 +23,7 @@ struct ConsumerPipelineTests {
     }
 
     @Test func eachEventTakesEffectOnceAndReconsumingFromTheStartChangesNothing() async throws {
-        let database = try await TestDatabase.create()
+        let database = try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
         defer { database.drop() }
         let topics = try await TestTopics.create(partitions: 2)
         let group = TestServices.unique("group")
@@ -67,7 +68,7 @@ struct ConsumerPipelineTests {
     }
 
     @Test func poisonRecordsAreDeadLetteredAndThePartitionMovesOn() async throws {
-        let database = try await TestDatabase.create()
+        let database = try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
         defer { database.drop() }
         let topics = try await TestTopics.create(partitions: 1)
         let group = TestServices.unique("group")
@@ -135,7 +136,7 @@ struct ConsumerPipelineTests {
     }
 
     @Test func terminatedDatabaseSessionsAreRetriedWithoutLossOrDoubleOrDeadLetters() async throws {
-        let database = try await TestDatabase.create()
+        let database = try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
         defer { database.drop() }
         let topics = try await TestTopics.create(partitions: 2)
         let group = TestServices.unique("group")

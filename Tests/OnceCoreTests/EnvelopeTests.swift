@@ -226,7 +226,8 @@ struct EnvelopeTests {
         #expect(message.count < 200)
     }
 
-    @Test(arguments: [nil, .null, .integer(2), .integer(0), .integer(-1), .number(1.0), "1", .bool(true)] as [JSONValue?])
+    @Test(
+        arguments: [nil, .null, .integer(2), .integer(0), .integer(-1), .number(1.0), "1", .bool(true)] as [JSONValue?])
     func unsupportedVersion(version: JSONValue?) {
         let error = Self.decodeError { $0["version"] = version }
         #expect(error?.reason == .unsupportedVersion)
@@ -297,13 +298,57 @@ struct EnvelopeTests {
     @Test func ruleOrder() {
         // Each row breaks several rules; the first in the contract's order wins.
         let cases: [(DeadLetterReason, (inout [String: JSONValue]) -> Void)] = [
-            (.missingEventID, { $0["event_id"] = nil; $0["type"] = "nope"; $0["data"] = nil }),
-            (.invalidEventID, { $0["event_id"] = "bad id"; $0["type"] = "nope" }),
-            (.invalidEventID, { $0["event_id"] = 7; $0["version"] = 9; $0["tenant_id"] = nil }),
-            (.unknownType, { $0["type"] = "nope"; $0["version"] = 9 }),
-            (.unsupportedVersion, { $0["version"] = 9; $0["tenant_id"] = "no/pe" }),
-            (.invalidTenant, { $0["tenant_id"] = "no/pe"; $0["occurred_at"] = "never" }),
-            (.invalidData, { $0["occurred_at"] = "never"; $0["data"] = nil }),
+            (
+                .missingEventID,
+                {
+                    $0["event_id"] = nil
+                    $0["type"] = "nope"
+                    $0["data"] = nil
+                }
+            ),
+            (
+                .invalidEventID,
+                {
+                    $0["event_id"] = "bad id"
+                    $0["type"] = "nope"
+                }
+            ),
+            (
+                .invalidEventID,
+                {
+                    $0["event_id"] = 7
+                    $0["version"] = 9
+                    $0["tenant_id"] = nil
+                }
+            ),
+            (
+                .unknownType,
+                {
+                    $0["type"] = "nope"
+                    $0["version"] = 9
+                }
+            ),
+            (
+                .unsupportedVersion,
+                {
+                    $0["version"] = 9
+                    $0["tenant_id"] = "no/pe"
+                }
+            ),
+            (
+                .invalidTenant,
+                {
+                    $0["tenant_id"] = "no/pe"
+                    $0["occurred_at"] = "never"
+                }
+            ),
+            (
+                .invalidData,
+                {
+                    $0["occurred_at"] = "never"
+                    $0["data"] = nil
+                }
+            ),
         ]
         for (expected, change) in cases {
             #expect(Self.decodeError(change)?.reason == expected)
@@ -353,7 +398,8 @@ struct EnvelopeTests {
         return try EnvelopeDecoder.decode(bytes(fields), supportedVersions: versions)
     }
 
-    static func dataError(_ data: JSONValue, _ read: (EventData) throws(EnvelopeError) -> Void) throws -> EnvelopeError? {
+    static func dataError(_ data: JSONValue, _ read: (EventData) throws(EnvelopeError) -> Void) throws -> EnvelopeError?
+    {
         let envelope = try envelope(type: "batch.completed", data: data)
         do throws(EnvelopeError) {
             try read(EventData(envelope))
@@ -364,7 +410,8 @@ struct EnvelopeTests {
     }
 
     @Test func negativeCreditsNameTheField() throws {
-        let error = try Self.dataError(["batch_id": "b", "account_id": "a", "credits": -5]) { data throws(EnvelopeError) in
+        let error = try Self.dataError(["batch_id": "b", "account_id": "a", "credits": -5]) {
+            data throws(EnvelopeError) in
             _ = try data.integer("credits", in: 0...1_000_000)
         }
         #expect(error?.reason == .invalidData)
@@ -442,15 +489,19 @@ struct EnvelopeTests {
         let read: (EventData) throws(EnvelopeError) -> Void = { data throws(EnvelopeError) in
             _ = try data.stringArray("customer_ids", count: 1...1000)
         }
-        #expect(try Self.dataError(["customer_ids": ["c1", 2]], read)?.message
-            == "data.customer_ids[1] must be a string of 1 to 128 characters")
-        #expect(try Self.dataError(["customer_ids": ["c1", ""]], read)?.message
-            == "data.customer_ids[1] must be a string of 1 to 128 characters")
-        #expect(try Self.dataError(["customer_ids": "c1"], read)?.message
-            == "data.customer_ids must be an array of 1 to 1000 strings")
+        #expect(
+            try Self.dataError(["customer_ids": ["c1", 2]], read)?.message
+                == "data.customer_ids[1] must be a string of 1 to 128 characters")
+        #expect(
+            try Self.dataError(["customer_ids": ["c1", ""]], read)?.message
+                == "data.customer_ids[1] must be a string of 1 to 128 characters")
+        #expect(
+            try Self.dataError(["customer_ids": "c1"], read)?.message
+                == "data.customer_ids must be an array of 1 to 1000 strings")
         let many = JSONValue.array(Array(repeating: "c", count: 1001))
-        #expect(try Self.dataError(["customer_ids": many], read)?.message
-            == "data.customer_ids must be an array of 1 to 1000 strings")
+        #expect(
+            try Self.dataError(["customer_ids": many], read)?.message
+                == "data.customer_ids must be an array of 1 to 1000 strings")
         let envelope = try Self.envelope(type: "job.requested", data: ["customer_ids": ["c1", "c\u{E9}"]])
         #expect(try EventData(envelope).stringArray("customer_ids", count: 1...1000) == ["c1", "c\u{E9}"])
     }
@@ -485,7 +536,8 @@ struct EnvelopeTests {
             _ = try data.oneOf("action", actions)
         }
         #expect(
-            error?.message == "data.action must be one of DEREGISTER, EXIT_WORKFLOW, LOCK, REGISTER, UNLOCK, WORKFLOW_ACTION")
+            error?.message
+                == "data.action must be one of DEREGISTER, EXIT_WORKFLOW, LOCK, REGISTER, UNLOCK, WORKFLOW_ACTION")
     }
 
     @Test func arrayAndObjectReads() throws {

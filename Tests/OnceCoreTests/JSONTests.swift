@@ -115,7 +115,8 @@ struct JSONTests {
                 let suffix = filler(length - position, from: position)
                 for special in specials {
                     let input = [0x22] + prefix + Array(special.raw.utf8) + suffix + [0x22]
-                    let expected = String(decoding: prefix, as: UTF8.self) + special.decoded
+                    let expected =
+                        String(decoding: prefix, as: UTF8.self) + special.decoded
                         + String(decoding: suffix, as: UTF8.self)
                     #expect(try JSONParser.parse(input) == .string(expected))
                 }
@@ -268,7 +269,8 @@ struct JSONTests {
             String(repeating: "[", count: JSONParser.maximumDepth + 1)
                 + String(repeating: "]", count: JSONParser.maximumDepth + 1),
             .tooDeep, at: JSONParser.maximumDepth),
-        Invalid("deep objects", String(repeating: #"{"a":"#, count: 100_000), .tooDeep, at: 5 * JSONParser.maximumDepth),
+        Invalid(
+            "deep objects", String(repeating: #"{"a":"#, count: 100_000), .tooDeep, at: 5 * JSONParser.maximumDepth),
     ]
 
     @Test("invalid inputs are rejected", arguments: invalidInputs)

@@ -2,67 +2,10 @@ import Foundation
 import Logging
 import OnceKafka
 import OncePostgres
+import OnceTestSupport
 import Testing
 
 @testable import OnceCore
-
-/// Services for pipeline tests: the local database and broker from the environment that
-/// `deploy/local/services` writes. A missing setting fails the test; nothing here passes
-/// without the real services.
-enum TestServices {
-    static func databaseURL() throws -> String {
-        try #require(ProcessInfo.processInfo.environment["ONCE_DATABASE_URL"], "ONCE_DATABASE_URL is not set: run the tests through deploy/local/test")
-    }
-
-    static func brokers() throws -> String {
-        try #require(ProcessInfo.processInfo.environment["ONCE_KAFKA_BROKERS"], "ONCE_KAFKA_BROKERS is not set: run the tests through deploy/local/test")
-    }
-
-    static func unique(_ prefix: String) -> String {
-        "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
-    }
-}
-
-/// A database of its own for one test, migrated, dropped by `drop()`.
-struct TestDatabase {
-    let name: String
-    let url: String
-    private let serverURL: String
-
-    static func create(migrations: [Migration] = Migration.pipeline + TestEffectHandler.migrations) async throws -> TestDatabase {
-        let serverURL = try TestServices.databaseURL()
-        let name = "once_test_\(UUID().uuidString.prefix(8).lowercased())"
-        let admin = try PostgresConnection(url: serverURL)
-        try admin.execute("CREATE DATABASE \(name)")
-        admin.close()
-        let url = try replacingDatabase(in: serverURL, with: name)
-        let connection = try PostgresConnection(url: url)
-        try Migrator(migrations: migrations).migrate(on: connection)
-        connection.close()
-        return TestDatabase(name: name, url: url, serverURL: serverURL)
-    }
-
-    func connect() throws -> PostgresConnection { try PostgresConnection(url: url) }
-
-    /// Runs one query on a short-lived session and decodes the first column of the first row.
-    func scalar<T: PostgresDecodable & Sendable>(_ sql: String, _ parameters: [PostgresValue] = [], as type: T.Type = T.self) throws -> T {
-        let connection = try connect()
-        defer { connection.close() }
-        return try connection.query(sql, parameters)[0].decode(T.self, column: 0)
-    }
-
-    func drop() {
-        guard let admin = try? PostgresConnection(url: serverURL) else { return }
-        _ = try? admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
-        admin.close()
-    }
-
-    private static func replacingDatabase(in url: String, with name: String) throws -> String {
-        var components = try #require(URLComponents(string: url), "ONCE_DATABASE_URL must be a URL")
-        components.path = "/\(name)"
-        return try #require(components.string)
-    }
-}
 
 /// Topics of their own for one test: input, output and dead letters.
 struct TestTopics {
@@ -185,34 +128,3 @@ final class RunningPipeline: Sendable {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds, or fails after `timeout`.
-func eventually(
-    _ what: String, timeout: Duration = .seconds(90), _ condition: () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while try await !condition() {
-        guard ContinuousClock.now < deadline else { throw ConditionTimedOut(what: what) }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-}
-
-/// Reads every record of a topic from the beginning until `count` arrived (or `timeout`).
-func consumeAll(_ topic: String, partitions: Int32 = 1, count: Int, timeout: Duration = .seconds(60)) async throws -> [KafkaRecord] {
-    var configuration = KafkaConsumerConfiguration(bootstrapServers: try TestServices.brokers(), groupID: TestServices.unique("reader"))
-    configuration.maxPollInterval = .seconds(6)
-    configuration.sessionTimeout = .seconds(6)
-    let consumer = try await KafkaConsumer(configuration: configuration)
-    try await consumer.assign(Dictionary(uniqueKeysWithValues: (0..<partitions).map { (TopicPartition(topic, $0), Int64(-2)) }))
-    var records: [KafkaRecord] = []
-    let deadline = ContinuousClock.now + timeout
-    while records.count < count && ContinuousClock.now < deadline {
-        records += try await consumer.poll(maxRecords: 1000, timeout: .milliseconds(100)).records
-    }
-    await consumer.close()
-    return records
-}
-
-struct ConditionTimedOut: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}

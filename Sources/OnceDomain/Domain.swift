@@ -1,0 +1,49 @@
+import OnceCore
+
+/// The business side of `once`: credits (completions, grants), batch actions and jobs.
+///
+/// The command line wires it in with two lines:
+///
+///     var registry = HandlerRegistry()
+///     Domain.register(into: &registry)
+///     try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: connection)
+public enum Domain {
+    /// The domain's schema (versions 100 and up; the pipeline's are below 100).
+    public static let migrations: [Migration] = Migration.domain
+
+    /// The event types the domain handles, in contract order.
+    public static let eventTypes: [String] = [
+        BatchCompletedHandler.eventType,
+        CreditsGrantedHandler.eventType,
+        BatchActionRequestedHandler.eventType,
+        JobRequestedHandler.eventType,
+    ]
+
+    /// Registers every domain handler, publishing to `topics`.
+    public static func register(into registry: inout HandlerRegistry, topics: DomainTopics = DomainTopics()) {
+        registry.register(BatchCompletedHandler(topic: topics.creditLedger))
+        registry.register(CreditsGrantedHandler(topic: topics.creditLedger))
+        registry.register(BatchActionRequestedHandler(topic: topics.deviceDispatch))
+        registry.register(JobRequestedHandler(topic: topics.jobsCreated))
+    }
+}
+
+/// Where the domain's outbound events go (CONTRACT.md §3 gives the defaults).
+public struct DomainTopics: Sendable, Hashable {
+    /// `credits.charged` and `credits.granted`.
+    public var creditLedger: String
+    /// `batch_action.device_dispatched`.
+    public var deviceDispatch: String
+    /// `job.created`.
+    public var jobsCreated: String
+
+    public init(
+        creditLedger: String = "credit-ledger",
+        deviceDispatch: String = "device-dispatch",
+        jobsCreated: String = "jobs-created"
+    ) {
+        self.creditLedger = creditLedger
+        self.deviceDispatch = deviceDispatch
+        self.jobsCreated = jobsCreated
+    }
+}

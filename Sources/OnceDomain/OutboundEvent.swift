@@ -1,0 +1,65 @@
+import OnceCore
+
+/// An event this service publishes (CONTRACT.md §3), built into its outbox row.
+///
+/// The record value is the contract's envelope, serialised with sorted keys:
+///
+///     {"data":{…},"event_id":"<uuid>","occurred_at":"<source event's>","tenant_id":"…","type":"…","version":1}
+///
+/// Everything in it is derived from the business key and the source event, never from the
+/// clock or a random source, so the same effect always yields the same bytes:
+/// - `event_id` is the name-based UUID (version 5, `NameBasedUUID.onceNamespace`) of
+///   `"<type>/<tenant_id>/<aggregate_id>"` — unambiguous because neither a type nor a tenant id
+///   contains `/`;
+/// - `occurred_at` is the `occurred_at` of the source event that caused the effect.
+///
+/// The outbox row's business key is (tenant, type, aggregate id), so at most one event per key
+/// is ever queued, however many times the source is delivered.
+struct OutboundEvent {
+    var type: String
+    var tenantID: String
+    /// The business key within the tenant: a batch id, grant id, `<batch_action_id>/<device_uid>`
+    /// or request id.
+    var aggregateID: String
+    var topic: String
+    var key: String
+    /// The source event, for `occurred_at` and the tracing header.
+    var source: Envelope
+    var data: [String: JSONValue]
+
+    /// The deterministic event id of (type, tenant, aggregate).
+    static func eventID(type: String, tenantID: String, aggregateID: String) -> String {
+        NameBasedUUID(namespace: .onceNamespace, name: "\(type)/\(tenantID)/\(aggregateID)").description
+    }
+
+    var eventID: String { Self.eventID(type: type, tenantID: tenantID, aggregateID: aggregateID) }
+
+    var envelope: Envelope {
+        Envelope(
+            eventID: eventID, type: type, version: 1, tenantID: tenantID, occurredAt: source.occurredAt, data: data)
+    }
+
+    var outboxMessage: OutboxMessage {
+        OutboxMessage(
+            tenantID: tenantID,
+            eventType: type,
+            aggregateID: aggregateID,
+            topic: topic,
+            key: key,
+            payload: JSONWriter.serialize(envelope.jsonValue),
+            headers: [
+                "once-event-id": eventID,
+                "once-event-type": type,
+                "once-tenant-id": tenantID,
+                "once-source-event-id": source.eventID,
+            ])
+    }
+}
+
+extension Domain {
+    /// The `event_id` that the outbound event of `type` for `aggregateID` in `tenantID` carries
+    /// (see CONTRACT.md §3): a name-based UUID, the same on every publication.
+    public static func outboundEventID(type: String, tenantID: String, aggregateID: String) -> String {
+        OutboundEvent.eventID(type: type, tenantID: tenantID, aggregateID: aggregateID)
+    }
+}
