@@ -63,7 +63,8 @@ public struct BatchActionRequestedHandler: EventHandler {
         let serviceTypeID = try data.optionalInteger("service_type_id", in: Int64.min...Int64.max)
         let workflowID = try data.optionalString("workflow_id", length: 1...128)
         if action.requiresWorkflow, workflowID == nil {
-            throw data.error("\(data.name("workflow_id")) is required for \(action.rawValue): a string of 1 to 128 characters")
+            throw data.error(
+                "\(data.name("workflow_id")) is required for \(action.rawValue): a string of 1 to 128 characters")
         }
         let devices = try data.objectArray("devices", count: 1...Self.maxDevices)
         var seen = Set<String>()
@@ -89,7 +90,8 @@ public struct BatchActionRequestedHandler: EventHandler {
                 CASE
                     WHEN r.device_uid !~ '\(validUIDPattern)' THEN 'INVALID_DEVICE_UID'
                     WHEN d.device_uid IS NULL OR d.deleted_at IS NOT NULL THEN 'DEVICE_NOT_FOUND'
-                    WHEN $5::bigint IS NOT NULL AND d.service_type_id IS DISTINCT FROM $5::bigint THEN 'WRONG_SERVICE_TYPE'
+                    WHEN $5::bigint IS NOT NULL AND d.service_type_id IS DISTINCT FROM $5::bigint
+                        THEN 'WRONG_SERVICE_TYPE'
                     WHEN $6::text[] IS NOT NULL AND d.state <> ALL ($6::text[]) THEN 'WRONG_STATE'
                     WHEN $3 = 'WORKFLOW_ACTION' AND d.workflow_id IS NOT NULL THEN 'ALREADY_IN_WORKFLOW'
                     WHEN $3 = 'EXIT_WORKFLOW' AND d.workflow_id IS DISTINCT FROM $7::text THEN 'NOT_IN_WORKFLOW'
@@ -108,7 +110,8 @@ public struct BatchActionRequestedHandler: EventHandler {
         """
 
     /// The classification statement of one event: its SQL and parameters.
-    static func classification(of envelope: Envelope, _ command: Command) -> (sql: String, parameters: [PostgresValue]) {
+    static func classification(of envelope: Envelope, _ command: Command) -> (sql: String, parameters: [PostgresValue])
+    {
         let allowed = command.action.allowedStates.map { states in
             PostgresValue.textArray(DeviceState.allCases.filter(states.contains).map(\.rawValue))
         }

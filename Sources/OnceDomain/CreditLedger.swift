@@ -79,7 +79,8 @@ enum CreditLedger {
         let rows = try db.query(
             """
             WITH posting AS (
-                SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
+                SELECT * FROM unnest(
+                    $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
                     AS p(tenant_id, business_key, account_id, credits, amount, event_id, occurred_us)
             ),
             posted AS (
@@ -153,7 +154,9 @@ enum CreditLedger {
                 """,
                 [.text(kind.rawValue), .textArray(seen.map(\.tenantID)), .textArray(seen.map(\.businessKey))])
             for row in existing {
-                let key = Key(tenantID: try row.decode(String.self, column: 0), businessKey: try row.decode(String.self, column: 1))
+                let key = Key(
+                    tenantID: try row.decode(String.self, column: 0),
+                    businessKey: try row.decode(String.self, column: 1))
                 standing[key] = Standing(
                     accountID: try row.decode(String.self, column: 2), credits: try row.decode(Int64.self, column: 3),
                     eventID: try row.decode(String.self, column: 4))
@@ -165,7 +168,9 @@ enum CreditLedger {
         for index in postings.indices where results[index].outcome != .applied {
             guard let held = standing[key(postings[index])] else {
                 throw PermanentHandlerError(
-                    "credit_ledger has no \(kind.rawValue) for business key \(postings[index].posting.businessKey) after a conflicting insert")
+                    "credit_ledger has no \(kind.rawValue) for business key "
+                        + "\(postings[index].posting.businessKey) after a conflicting insert"
+                )
             }
             let posting = postings[index].posting
             if held.accountID == posting.accountID && held.credits == posting.credits {
@@ -185,7 +190,8 @@ enum CreditLedger {
                      existing_event_id, existing_account_id, existing_credits)
                 SELECT c.tenant_id, $1, c.business_key, c.event_id, c.account_id, c.credits,
                        c.existing_event_id, c.existing_account_id, c.existing_credits
-                FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[])
+                FROM unnest(
+                    $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[])
                     AS c(tenant_id, business_key, event_id, account_id, credits,
                          existing_event_id, existing_account_id, existing_credits)
                 ON CONFLICT (tenant_id, kind, business_key, event_id) DO NOTHING

@@ -92,7 +92,8 @@ public struct DeviceImporter: Sendable {
     public func parse(_ csv: String) throws(DeviceImportError) -> [DeviceRecord] {
         let records = try CSVReader.records(csv)
         guard let header = records.first else {
-            throw DeviceImportError(line: 1, message: "the file is empty; expected the header \(Self.columns.joined(separator: ","))")
+            throw DeviceImportError(
+                line: 1, message: "the file is empty; expected the header \(Self.columns.joined(separator: ","))")
         }
         var position: [String: Int] = [:]
         for (index, name) in header.fields.enumerated() {
@@ -116,7 +117,8 @@ public struct DeviceImporter: Sendable {
         for record in records.dropFirst() {
             guard record.fields.count == header.fields.count else {
                 throw DeviceImportError(
-                    line: record.line, message: "has \(record.fields.count) fields; the header has \(header.fields.count)")
+                    line: record.line,
+                    message: "has \(record.fields.count) fields; the header has \(header.fields.count)")
             }
             func field(_ name: String) -> String? {
                 let value = record.fields[position[name]!]
@@ -139,7 +141,9 @@ public struct DeviceImporter: Sendable {
             }
             var serviceTypeID: Int64?
             if let text = field("service_type_id") {
-                guard let value = Int64(text) else { throw fail("service_type_id", "must be an integer, not \(quoted(text))") }
+                guard let value = Int64(text) else {
+                    throw fail("service_type_id", "must be an integer, not \(quoted(text))")
+                }
                 serviceTypeID = value
             }
             let workflowID = field("workflow_id")
@@ -148,7 +152,9 @@ public struct DeviceImporter: Sendable {
             }
             let deletedAt = field("deleted_at")
             if let deletedAt, !Timestamp.isValid(deletedAt) {
-                throw fail("deleted_at", "must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z, not \(quoted(deletedAt))")
+                throw fail(
+                    "deleted_at", "must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z, not \(quoted(deletedAt))"
+                )
             }
 
             let key = DeviceKey(tenantID: tenantID, deviceUID: uid)
@@ -189,7 +195,8 @@ public struct DeviceImporter: Sendable {
         for device in devices {
             if let text = device.deletedAt {
                 guard let micros = Timestamp.microsecondsSinceEpoch(text) else {
-                    throw DeviceImportError(line: 0, field: "deleted_at", message: "must be an RFC 3339 timestamp, not \(quoted(text))")
+                    throw DeviceImportError(
+                        line: 0, field: "deleted_at", message: "must be an RFC 3339 timestamp, not \(quoted(text))")
                 }
                 deletedMicros.append(micros)
             } else {
@@ -210,8 +217,8 @@ public struct DeviceImporter: Sendable {
                     ON CONFLICT (tenant_id, device_uid) DO UPDATE
                         SET state = excluded.state, service_type_id = excluded.service_type_id,
                             workflow_id = excluded.workflow_id, deleted_at = excluded.deleted_at, updated_at = now()
-                        WHERE (d.state, d.service_type_id, d.workflow_id, d.deleted_at)
-                            IS DISTINCT FROM (excluded.state, excluded.service_type_id, excluded.workflow_id, excluded.deleted_at)
+                        WHERE (d.state, d.service_type_id, d.workflow_id, d.deleted_at) IS DISTINCT FROM
+                            (excluded.state, excluded.service_type_id, excluded.workflow_id, excluded.deleted_at)
                     RETURNING xmax = 0 AS inserted
                     """,
                     [

@@ -90,7 +90,8 @@ public struct JobRequestedHandler: EventHandler {
             let input = inputs[index]
             rows.append(
                 .object([
-                    "job_id": .string(Self.jobID(tenantID: input.envelope.tenantID, requestID: input.command.requestID)),
+                    "job_id": .string(
+                        Self.jobID(tenantID: input.envelope.tenantID, requestID: input.command.requestID)),
                     "tenant_id": .string(input.envelope.tenantID),
                     "request_id": .string(input.command.requestID),
                     "user_id": .string(input.command.userID),
@@ -106,7 +107,8 @@ public struct JobRequestedHandler: EventHandler {
             INSERT INTO jobs
                 (job_id, tenant_id, request_id, user_id, action_code, action_name, customer_ids, event_id, occurred_at)
             SELECT j.job_id, j.tenant_id, j.request_id, j.user_id, j.action_code, j.action_name,
-                   ARRAY(SELECT c.id FROM jsonb_array_elements_text(j.customer_ids) WITH ORDINALITY AS c(id, n) ORDER BY c.n),
+                   ARRAY(SELECT c.id FROM jsonb_array_elements_text(j.customer_ids) WITH ORDINALITY AS c(id, n)
+                         ORDER BY c.n),
                    j.event_id, timestamptz 'epoch' + j.occurred_us * interval '1 microsecond'
             FROM jsonb_to_recordset($1::jsonb) AS j(
                 job_id uuid, tenant_id text, request_id text, user_id text, action_code bigint, action_name text,
@@ -118,12 +120,15 @@ public struct JobRequestedHandler: EventHandler {
             [.jsonb(JSONWriter.serializeString(.array(rows)))])
         var created = Set<Key>()
         for row in inserted {
-            created.insert(Key(tenantID: try row.decode(String.self, column: 0), requestID: try row.decode(String.self, column: 1)))
+            created.insert(
+                Key(tenantID: try row.decode(String.self, column: 0), requestID: try row.decode(String.self, column: 1))
+            )
         }
 
         var standing: [Key: Standing] = [:]
         for index in candidates where created.contains(key(inputs[index])) {
-            standing[key(inputs[index])] = Standing(command: inputs[index].command, eventID: inputs[index].envelope.eventID)
+            standing[key(inputs[index])] = Standing(
+                command: inputs[index].command, eventID: inputs[index].envelope.eventID)
         }
 
         // 2. The jobs of requests seen before this call.
@@ -139,7 +144,8 @@ public struct JobRequestedHandler: EventHandler {
             for row in existing {
                 let command = Command(
                     requestID: try row.decode(String.self, column: 1), userID: try row.decode(String.self, column: 2),
-                    actionCode: try row.decode(Int64.self, column: 3), actionName: try row.decode(String.self, column: 4),
+                    actionCode: try row.decode(Int64.self, column: 3),
+                    actionName: try row.decode(String.self, column: 4),
                     customerIDs: try row.decode([String].self, column: 5))
                 let key = Key(tenantID: try row.decode(String.self, column: 0), requestID: command.requestID)
                 standing[key] = Standing(command: command, eventID: try row.decode(String.self, column: 6))
@@ -156,7 +162,8 @@ public struct JobRequestedHandler: EventHandler {
                 continue
             }
             guard let held = standing[key(input)] else {
-                throw PermanentHandlerError("jobs has no row for request \(input.command.requestID) after a conflicting insert")
+                throw PermanentHandlerError(
+                    "jobs has no row for request \(input.command.requestID) after a conflicting insert")
             }
             if held.command.isSameRequest(as: input.command) {
                 outcomes.append(.duplicate)
@@ -183,9 +190,11 @@ public struct JobRequestedHandler: EventHandler {
             try db.execute(
                 """
                 INSERT INTO job_conflicts
-                    (tenant_id, request_id, event_id, user_id, action_code, action_name, customer_ids, existing_event_id)
+                    (tenant_id, request_id, event_id, user_id, action_code, action_name, customer_ids,
+                     existing_event_id)
                 SELECT c.tenant_id, c.request_id, c.event_id, c.user_id, c.action_code, c.action_name,
-                       ARRAY(SELECT x.id FROM jsonb_array_elements_text(c.customer_ids) WITH ORDINALITY AS x(id, n) ORDER BY x.n),
+                       ARRAY(SELECT x.id FROM jsonb_array_elements_text(c.customer_ids) WITH ORDINALITY AS x(id, n)
+                             ORDER BY x.n),
                        c.existing_event_id
                 FROM jsonb_to_recordset($1::jsonb) AS c(
                     tenant_id text, request_id text, event_id text, user_id text, action_code bigint, action_name text,

@@ -54,7 +54,8 @@ enum Timestamp {
         if byte(index, is: "Z", or: "z") {
             guard index + 1 == utf8.count else { return nil }
         } else {
-            guard byte(index, is: "+", or: "-"), let offsetHour = number(index + 1..<index + 3), byte(index + 3, is: ":"),
+            guard byte(index, is: "+", or: "-"), let offsetHour = number(index + 1..<index + 3),
+                byte(index + 3, is: ":"),
                 let offsetMinute = number(index + 4..<index + 6), index + 6 == utf8.count,
                 offsetHour <= 23, offsetMinute <= 59
             else { return nil }

@@ -1,9 +1,7 @@
 import ArgumentParser
 import Logging
 import OnceCore
-#if canImport(OnceDomain)
 import OnceDomain
-#endif
 import OncePostgres
 
 struct Migrate: AsyncParsableCommand {
@@ -19,7 +17,7 @@ struct Migrate: AsyncParsableCommand {
         let client = try await connectDatabase(url, logger: logger)
         defer { Task { await client.close() } }
         let applied = try await client.withConnection { db in
-            try Migrator(migrations: Migration.pipeline + domainMigrations).migrate(on: db)
+            try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db)
         }
         print(applied.isEmpty ? "schema is up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
     }

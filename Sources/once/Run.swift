@@ -1,9 +1,7 @@
 import ArgumentParser
 import Logging
 import OnceCore
-#if canImport(OnceDomain)
 import OnceDomain
-#endif
 import OnceKafka
 import OncePostgres
 import ServiceLifecycle
@@ -44,7 +42,7 @@ struct Run: AsyncParsableCommand {
         try await checkTopics(configuration, logger: logger)
 
         var registry = HandlerRegistry()
-        registerDomain(into: &registry)
+        Domain.register(into: &registry)
         let pipeline = ConsumerPipeline(configuration: configuration, registry: registry, logger: logger)
         let relay = OutboxRelay(
             databaseURL: configuration.databaseURL, brokers: configuration.brokers,

@@ -15,7 +15,8 @@ struct BatchActionTests {
             deletedAt: deletedAt)
     }
 
-    @Test("rule 1: a uid that is neither 15 digits nor 4-64 of [A-Za-z0-9-] fails INVALID_DEVICE_UID, even if registered")
+    @Test(
+        "rule 1: a uid that is neither 15 digits nor 4-64 of [A-Za-z0-9-] fails INVALID_DEVICE_UID, even if registered")
     func rule1InvalidUID() throws {
         try withHarness { h in
             try h.registerDevices([device(h, "490154203237518", .idle), device(h, "SN-0001", .idle)])
@@ -26,7 +27,10 @@ struct BatchActionTests {
             let report = try h.process(
                 h.batchAction(
                     "ba-1", action: .register,
-                    devices: ["abc", "SN_0001", "", long, "ÄBCD", "SN 0001", "1234567890123456789", "490154203237518", "SN-0001"]))
+                    devices: [
+                        "abc", "SN_0001", "", long, "ÄBCD", "SN 0001", "1234567890123456789", "490154203237518",
+                        "SN-0001",
+                    ]))
             #expect(report[.applied] == 1)
             let results = try h.deviceResults("ba-1")
             for uid in ["abc", "SN_0001", "", long, "ÄBCD", "SN 0001"] {
@@ -81,7 +85,8 @@ struct BatchActionTests {
             try h.process(h.batchAction("ba-3", action: .register, devices: ["SN-THEIRS"], tenant: other))
             #expect(
                 try h.scalar(
-                    "SELECT count(*) FROM batch_action_devices WHERE tenant_id = $1 AND outcome = 'SUCCESS'", [.text(other)]) == 1)
+                    "SELECT count(*) FROM batch_action_devices WHERE tenant_id = $1 AND outcome = 'SUCCESS'",
+                    [.text(other)]) == 1)
         }
     }
 
@@ -93,13 +98,17 @@ struct BatchActionTests {
                 device(h, "SN-NOSVC", .idle),
                 device(h, "SN-SVC7-ACTIVE", .active, service: 7),
             ])
-            try h.process(h.batchAction("ba-4", action: .register, devices: ["SN-SVC7", "SN-NOSVC", "SN-SVC7-ACTIVE"], serviceTypeID: 8))
+            try h.process(
+                h.batchAction(
+                    "ba-4", action: .register, devices: ["SN-SVC7", "SN-NOSVC", "SN-SVC7-ACTIVE"], serviceTypeID: 8))
             #expect(
                 try h.deviceResults("ba-4") == [
-                    "SN-SVC7": "WRONG_SERVICE_TYPE", "SN-NOSVC": "WRONG_SERVICE_TYPE", "SN-SVC7-ACTIVE": "WRONG_SERVICE_TYPE",
+                    "SN-SVC7": "WRONG_SERVICE_TYPE", "SN-NOSVC": "WRONG_SERVICE_TYPE",
+                    "SN-SVC7-ACTIVE": "WRONG_SERVICE_TYPE",
                 ])
             // Matching, or not given: the service type does not decide.
-            try h.process(h.batchAction("ba-5", action: .register, devices: ["SN-SVC7", "SN-SVC7-ACTIVE"], serviceTypeID: 7))
+            try h.process(
+                h.batchAction("ba-5", action: .register, devices: ["SN-SVC7", "SN-SVC7-ACTIVE"], serviceTypeID: 7))
             #expect(try h.deviceResults("ba-5") == ["SN-SVC7": "SUCCESS", "SN-SVC7-ACTIVE": "WRONG_STATE"])
             try h.process(h.batchAction("ba-6", action: .register, devices: ["SN-SVC7", "SN-NOSVC"]))
             #expect(try h.deviceResults("ba-6") == ["SN-SVC7": "SUCCESS", "SN-NOSVC": "SUCCESS"])
@@ -125,7 +134,8 @@ struct BatchActionTests {
     func rule5AlreadyInWorkflow() throws {
         try withHarness { h in
             try h.registerDevices([device(h, "SN-BUSY", .active, workflow: "wf-9"), device(h, "SN-FREE", .active)])
-            try h.process(h.batchAction("ba-9", action: .workflowAction, devices: ["SN-BUSY", "SN-FREE"], workflowID: "wf-1"))
+            try h.process(
+                h.batchAction("ba-9", action: .workflowAction, devices: ["SN-BUSY", "SN-FREE"], workflowID: "wf-1"))
             #expect(try h.deviceResults("ba-9") == ["SN-BUSY": "ALREADY_IN_WORKFLOW", "SN-FREE": "SUCCESS"])
             let dispatched = try h.outbox("batch_action.device_dispatched")
             #expect(dispatched["ba-9/SN-FREE"]?["data"]?["workflow_id"] == "wf-1")
@@ -140,8 +150,13 @@ struct BatchActionTests {
                 device(h, "SN-WF2", .active, workflow: "wf-2"),
                 device(h, "SN-NONE", .idle),
             ])
-            try h.process(h.batchAction("ba-10", action: .exitWorkflow, devices: ["SN-WF1", "SN-WF2", "SN-NONE"], workflowID: "wf-1"))
-            #expect(try h.deviceResults("ba-10") == ["SN-WF1": "SUCCESS", "SN-WF2": "NOT_IN_WORKFLOW", "SN-NONE": "NOT_IN_WORKFLOW"])
+            try h.process(
+                h.batchAction(
+                    "ba-10", action: .exitWorkflow, devices: ["SN-WF1", "SN-WF2", "SN-NONE"], workflowID: "wf-1"))
+            #expect(
+                try h.deviceResults("ba-10") == [
+                    "SN-WF1": "SUCCESS", "SN-WF2": "NOT_IN_WORKFLOW", "SN-NONE": "NOT_IN_WORKFLOW",
+                ])
         }
     }
 
@@ -183,10 +198,14 @@ struct BatchActionTests {
             let expected: JSONValue = [
                 "event_id": .string(
                     Domain.outboundEventID(
-                        type: "batch_action.device_dispatched", tenantID: h.tenant, aggregateID: "ba-11/490154203237518")),
+                        type: "batch_action.device_dispatched", tenantID: h.tenant, aggregateID: "ba-11/490154203237518"
+                    )),
                 "type": "batch_action.device_dispatched", "version": 1, "tenant_id": .string(h.tenant),
                 "occurred_at": "2026-11-22T10:00:00Z",
-                "data": ["batch_action_id": "ba-11", "device_uid": "490154203237518", "action": "DEREGISTER", "workflow_id": .null],
+                "data": [
+                    "batch_action_id": "ba-11", "device_uid": "490154203237518", "action": "DEREGISTER",
+                    "workflow_id": .null,
+                ],
             ]
             #expect(try row.decode([UInt8].self, column: 2) == JSONWriter.serialize(expected))
             #expect(try h.outbox("batch_action.device_dispatched").count == 2)
@@ -200,8 +219,9 @@ struct BatchActionTests {
             let workflow: String? = action.requiresWorkflow ? "wf-1" : nil
             try h.registerDevices(
                 DeviceState.allCases.map { state in
-                    device(h, "SN-\(state.rawValue.replacingOccurrences(of: "_", with: "-"))", state,
-                           workflow: action == .exitWorkflow ? "wf-1" : nil)
+                    device(
+                        h, "SN-\(state.rawValue.replacingOccurrences(of: "_", with: "-"))", state,
+                        workflow: action == .exitWorkflow ? "wf-1" : nil)
                 })
             let uids = DeviceState.allCases.map { "SN-\($0.rawValue.replacingOccurrences(of: "_", with: "-"))" }
             try h.process(h.batchAction("ba-\(action.rawValue)", action: action, devices: uids, workflowID: workflow))
@@ -247,7 +267,10 @@ struct BatchActionTests {
             #expect(try h.outcome(of: eventID(of: chunk3)) == "duplicate")
             #expect(try h.deviceResults("ba-13") == ["SN-A": "SUCCESS", "SN-B": "SUCCESS", "SN-C": "WRONG_STATE"])
             let owner = try h.db.query(
-                "SELECT event_id FROM batch_action_devices WHERE tenant_id = $1 AND batch_action_id = 'ba-13' AND device_uid = 'SN-B'",
+                """
+                SELECT event_id FROM batch_action_devices
+                WHERE tenant_id = $1 AND batch_action_id = 'ba-13' AND device_uid = 'SN-B'
+                """,
                 [.text(h.tenant)])
             #expect(try owner.first?.decode(String.self, column: 0) == eventID(of: chunk1))
             #expect(try h.outbox("batch_action.device_dispatched").count == 2)
@@ -276,7 +299,8 @@ struct BatchActionTests {
         try withHarness { h in
             // Every other device is registered (ACTIVE); the rest are unknown.
             let uids = (0..<10_000).map { String(format: "SN-%06d", $0) }
-            try h.registerDevices(uids.enumerated().filter { $0.offset % 2 == 0 }.map { device(h, $0.element, .active) })
+            try h.registerDevices(
+                uids.enumerated().filter { $0.offset % 2 == 0 }.map { device(h, $0.element, .active) })
             let value = h.batchAction("ba-big", action: .lock, devices: uids)
             let report = try h.process(value)
             #expect(report[.applied] == 1)

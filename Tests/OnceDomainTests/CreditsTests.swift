@@ -1,7 +1,7 @@
 import Dispatch
 import OnceCore
-import OnceKafka
 import OnceDomain
+import OnceKafka
 import OncePostgres
 import Synchronization
 import Testing
@@ -30,7 +30,10 @@ struct CreditsTests {
             // The outbound event: CONTRACT §3, byte for byte.
             let row = try #require(
                 h.db.query(
-                    "SELECT topic, message_key, payload, headers->>'once-event-id' FROM outbox WHERE tenant_id = $1 AND event_type = 'credits.charged'",
+                    """
+                    SELECT topic, message_key, payload, headers->>'once-event-id' FROM outbox
+                    WHERE tenant_id = $1 AND event_type = 'credits.charged'
+                    """,
                     [.text(h.tenant)]
                 ).first)
             #expect(try row.decode(String.self, column: 0) == "credit-ledger")
@@ -80,7 +83,8 @@ struct CreditsTests {
             let conflicts = try h.db.query(
                 """
                 SELECT event_id, account_id, credits, existing_event_id, existing_account_id, existing_credits
-                FROM credit_conflicts WHERE tenant_id = $1 AND kind = 'charge' AND business_key = 'b-1' ORDER BY credits, account_id
+                FROM credit_conflicts WHERE tenant_id = $1 AND kind = 'charge' AND business_key = 'b-1'
+                ORDER BY credits, account_id
                 """, [.text(h.tenant)])
             #expect(conflicts.count == 2)
             let row = try #require(conflicts.first)
@@ -162,7 +166,8 @@ struct CreditsTests {
             #expect(try h.balance("acc-1") == -3)
             #expect(
                 try h.scalar(
-                    "SELECT balance FROM credit_accounts WHERE tenant_id = $1 AND account_id = 'acc-1'", [.text(otherTenant)])
+                    "SELECT balance FROM credit_accounts WHERE tenant_id = $1 AND account_id = 'acc-1'",
+                    [.text(otherTenant)])
                     == -3)
         }
     }
@@ -185,16 +190,21 @@ struct CreditsTests {
             #expect(try h.balance("acc-1") == 400)
             #expect(
                 try h.scalar(
-                    "SELECT count(*) FROM credit_ledger WHERE tenant_id = $1 AND kind = 'grant'", [.text(h.tenant)]) == 2)
+                    "SELECT count(*) FROM credit_ledger WHERE tenant_id = $1 AND kind = 'grant'", [.text(h.tenant)])
+                    == 2)
             #expect(
                 try h.scalar(
-                    "SELECT count(*) FROM credit_conflicts WHERE tenant_id = $1 AND kind = 'grant' AND business_key = 'g-1' AND credits = 900",
+                    """
+                    SELECT count(*) FROM credit_conflicts
+                    WHERE tenant_id = $1 AND kind = 'grant' AND business_key = 'g-1' AND credits = 900
+                    """,
                     [.text(h.tenant)]) == 1)
 
             let granted = try h.outbox("credits.granted")
             #expect(granted.count == 2)
             let expected: JSONValue = [
-                "event_id": .string(Domain.outboundEventID(type: "credits.granted", tenantID: h.tenant, aggregateID: "g-2")),
+                "event_id": .string(
+                    Domain.outboundEventID(type: "credits.granted", tenantID: h.tenant, aggregateID: "g-2")),
                 "type": "credits.granted", "version": 1, "tenant_id": .string(h.tenant),
                 "occurred_at": "2026-11-22T10:00:00Z",
                 "data": ["grant_id": "g-2", "account_id": "acc-1", "credits": 20, "balance_after": 400],
@@ -236,7 +246,8 @@ struct CreditsTests {
             func payload() throws -> [UInt8] {
                 try #require(
                     h.db.query(
-                        "SELECT payload FROM outbox WHERE tenant_id = $1 AND event_type = 'credits.charged'", [.text(h.tenant)]
+                        "SELECT payload FROM outbox WHERE tenant_id = $1 AND event_type = 'credits.charged'",
+                        [.text(h.tenant)]
                     ).first
                 ).decode([UInt8].self, column: 0)
             }
@@ -266,7 +277,9 @@ struct CreditsTests {
             let own = (0..<50).map { i in (batch: "c-\(i)", account: "acc-\(i % 5)", credits: Int64(100 + i)) }
             let work: [[[UInt8]]] = [
                 shared.map { h.completion(batch: $0.batch, account: $0.account, credits: $0.credits) },
-                (shared.reversed() + own).map { h.completion(batch: $0.batch, account: $0.account, credits: $0.credits) },
+                (shared.reversed() + own).map {
+                    h.completion(batch: $0.batch, account: $0.account, credits: $0.credits)
+                },
             ]
             let totals = Mutex<[EventOutcome: Int]>([:])
             let failures = Mutex<[String]>([])
@@ -277,7 +290,8 @@ struct CreditsTests {
                     for (chunkIndex, start) in stride(from: 0, to: work[worker].count, by: 10).enumerated() {
                         let records = work[worker][start..<min(start + 10, work[worker].count)].enumerated().map {
                             KafkaRecord(
-                                topic: "concurrent", partition: Int32(worker), offset: Int64(chunkIndex * 10 + $0.offset),
+                                topic: "concurrent", partition: Int32(worker),
+                                offset: Int64(chunkIndex * 10 + $0.offset),
                                 key: nil, value: $0.element)
                         }
                         // As the pipeline does: a transient failure (a deadlock) retries the batch.
@@ -285,7 +299,9 @@ struct CreditsTests {
                         while true {
                             do {
                                 let report = try processor.process(records, on: db)
-                                totals.withLock { for (outcome, count) in report.counts { $0[outcome, default: 0] += count } }
+                                totals.withLock {
+                                    for (outcome, count) in report.counts { $0[outcome, default: 0] += count }
+                                }
                                 break
                             } catch let error as PostgresError where error.isTransient && attempt < 20 {
                                 attempt += 1

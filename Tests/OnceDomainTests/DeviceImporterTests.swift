@@ -76,9 +76,13 @@ struct DeviceImporterTests {
             let state = failure([good, "\(h.tenant),SN-0002,BROKEN,,,"])
             #expect(state?.line == 3)
             #expect(state?.field == "state")
-            #expect(state?.description.hasPrefix("line 3: state must be one of IDLE, READY_FOR_USE, ACTIVE, LOCKED") == true)
+            #expect(
+                state?.description.hasPrefix("line 3: state must be one of IDLE, READY_FOR_USE, ACTIVE, LOCKED") == true
+            )
 
-            #expect(failure([good, "\(h.tenant),SN-0002,IDLE,,,", "\(h.tenant),SN-0003,IDLE,seven,,"])?.description == "line 4: service_type_id must be an integer, not \"seven\"")
+            #expect(
+                failure([good, "\(h.tenant),SN-0002,IDLE,,,", "\(h.tenant),SN-0003,IDLE,seven,,"])?.description
+                    == "line 4: service_type_id must be an integer, not \"seven\"")
             #expect(failure(["\(h.tenant),SN-0003,IDLE,,,yesterday"])?.field == "deleted_at")
             #expect(failure(["\(h.tenant),bad uid,IDLE,,,"])?.field == "device_uid")
             #expect(failure(["bad tenant!,SN-0001,IDLE,,,"])?.field == "tenant_id")
@@ -87,7 +91,8 @@ struct DeviceImporterTests {
             #expect(repeated?.line == 4 && repeated?.description.contains("of line 2") == true)
             let quotedNewline = failure(["\(h.tenant),SN-0001,IDLE,,\"wf\nnext\",", "\(h.tenant),SN-0002,NOPE,,,"])
             #expect(quotedNewline?.line == 4)  // the quoted field spans lines 2 and 3
-            #expect(failure(["\(h.tenant),SN-0001,IDLE,,\"open,"])?.description == "line 2: a quoted field is not closed")
+            #expect(
+                failure(["\(h.tenant),SN-0001,IDLE,,\"open,"])?.description == "line 2: a quoted field is not closed")
 
             do {
                 _ = try DeviceImporter().importCSV("tenant_id,device_uid,state\n", on: h.db)

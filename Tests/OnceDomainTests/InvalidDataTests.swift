@@ -22,7 +22,9 @@ struct InvalidDataTests {
             #expect(letter.error == "data.credits must be an integer from 0 to 1000000")
             #expect(try h.balance("acc-1") == nil)
             // Too many credits, a fraction, a missing batch id: each names its field.
-            #expect(try deadLetter(h, h.completion(batch: "b-1", account: "acc-1", credits: 1_000_001)).error.hasPrefix("data.credits"))
+            #expect(
+                try deadLetter(h, h.completion(batch: "b-1", account: "acc-1", credits: 1_000_001)).error.hasPrefix(
+                    "data.credits"))
             let fraction = h.event("batch.completed", ["batch_id": "b-1", "account_id": "acc-1", "credits": 5.0])
             #expect(try deadLetter(h, fraction).error.hasPrefix("data.credits"))
             let noBatch = h.event("batch.completed", ["account_id": "acc-1", "credits": 5])
@@ -47,19 +49,27 @@ struct InvalidDataTests {
             let letter = try deadLetter(h, h.batchAction("ba-1", action: .lock, devices: uids))
             #expect(letter.reason == "invalid_data")
             #expect(letter.error == "data.devices must be an array of 1 to 10000 objects")
-            #expect(try h.scalar("SELECT count(*) FROM batch_action_devices WHERE tenant_id = $1", [.text(h.tenant)]) == 0)
+            #expect(
+                try h.scalar("SELECT count(*) FROM batch_action_devices WHERE tenant_id = $1", [.text(h.tenant)]) == 0)
             // And the other rules of the event.
             let noWorkflow = h.batchAction("ba-2", action: .exitWorkflow, devices: ["SN-1"])
-            #expect(try deadLetter(h, noWorkflow).error == "data.workflow_id is required for EXIT_WORKFLOW: a string of 1 to 128 characters")
+            #expect(
+                try deadLetter(h, noWorkflow).error
+                    == "data.workflow_id is required for EXIT_WORKFLOW: a string of 1 to 128 characters")
             let badAction = h.event(
-                "batch_action.requested", ["batch_action_id": "ba-3", "action": "REBOOT", "devices": [["device_uid": "SN-1"]]])
+                "batch_action.requested",
+                ["batch_action_id": "ba-3", "action": "REBOOT", "devices": [["device_uid": "SN-1"]]])
             #expect(try deadLetter(h, badAction).error.hasPrefix("data.action must be one of"))
             let badDevice = h.event(
-                "batch_action.requested", ["batch_action_id": "ba-3", "action": "LOCK", "devices": [["device_uid": "SN-1"], ["uid": "SN-2"]]])
+                "batch_action.requested",
+                ["batch_action_id": "ba-3", "action": "LOCK", "devices": [["device_uid": "SN-1"], ["uid": "SN-2"]]])
             #expect(try deadLetter(h, badDevice).error.hasPrefix("data.devices[1].device_uid is required"))
             let badService = h.event(
                 "batch_action.requested",
-                ["batch_action_id": "ba-3", "action": "LOCK", "service_type_id": 1.5, "devices": [["device_uid": "SN-1"]]])
+                [
+                    "batch_action_id": "ba-3", "action": "LOCK", "service_type_id": 1.5,
+                    "devices": [["device_uid": "SN-1"]],
+                ])
             #expect(try deadLetter(h, badService).error.hasPrefix("data.service_type_id"))
         }
     }

@@ -41,7 +41,8 @@ struct JobsTests {
             #expect(try row.decode(String.self, column: 0) == "jobs-created")
             #expect(try row.decode(String.self, column: 1) == "r-1")
             let expected: JSONValue = [
-                "event_id": .string(Domain.outboundEventID(type: "job.created", tenantID: h.tenant, aggregateID: "r-1")),
+                "event_id": .string(
+                    Domain.outboundEventID(type: "job.created", tenantID: h.tenant, aggregateID: "r-1")),
                 "type": "job.created", "version": 1, "tenant_id": .string(h.tenant),
                 "occurred_at": "2026-11-22T10:00:00Z",
                 "data": [
@@ -64,7 +65,9 @@ struct JobsTests {
             let otherCustomers = h.jobRequest("r-2", customers: ["c-1"])
             #expect(try h.process([otherUser, otherCustomers])[.conflict] == 2)
             #expect(try h.scalar("SELECT count(*) FROM jobs WHERE tenant_id = $1", [.text(h.tenant)]) == 1)
-            #expect(try h.scalar("SELECT (action_name = 'export')::int FROM jobs WHERE tenant_id = $1", [.text(h.tenant)]) == 1)
+            #expect(
+                try h.scalar("SELECT (action_name = 'export')::int FROM jobs WHERE tenant_id = $1", [.text(h.tenant)])
+                    == 1)
             let conflicts = try h.db.query(
                 "SELECT event_id, action_name, existing_event_id FROM job_conflicts WHERE tenant_id = $1 ORDER BY id",
                 [.text(h.tenant)])
@@ -79,7 +82,9 @@ struct JobsTests {
     @Test("many requests in one call each get their job")
     func manyRequests() throws {
         try withHarness { h in
-            let values = (0..<200).map { h.jobRequest("r-\($0 % 150)", customers: (0...($0 % 150 % 5)).map { "c-\($0)" }) }
+            let values = (0..<200).map {
+                h.jobRequest("r-\($0 % 150)", customers: (0...($0 % 150 % 5)).map { "c-\($0)" })
+            }
             let report = try h.process(values)
             #expect(report[.applied] == 150 && report[.duplicate] == 50)
             #expect(try h.scalar("SELECT count(*) FROM jobs WHERE tenant_id = $1", [.text(h.tenant)]) == 150)

@@ -29,14 +29,20 @@ struct NameBasedUUIDTests {
         // Fed in pieces, the same digest.
         var hasher = SHA1()
         let bytes = (0..<3).flatMap { _ in (0...255).map(UInt8.init) }
-        for piece in stride(from: 0, to: bytes.count, by: 37) { hasher.update(bytes[piece..<min(piece + 37, bytes.count)]) }
+        for piece in stride(from: 0, to: bytes.count, by: 37) {
+            hasher.update(bytes[piece..<min(piece + 37, bytes.count)])
+        }
         #expect(hex(hasher.finalize()) == "ac2a264c8ec1f4232a40854e8239bc3a697ab1d2")
     }
 
     @Test("UUID v5 matches RFC 9562 / Python's uuid5 and round-trips its text")
     func uuidV5() throws {
-        #expect(NameBasedUUID(namespace: .dnsNamespace, name: "python.org").description == "886313e1-3b8a-5372-9b90-0c9aee199e5d")
-        #expect(NameBasedUUID(namespace: .dnsNamespace, name: "www.example.com").description == "2ed6657d-e927-568b-95e1-2665a8aea6a2")
+        #expect(
+            NameBasedUUID(namespace: .dnsNamespace, name: "python.org").description
+                == "886313e1-3b8a-5372-9b90-0c9aee199e5d")
+        #expect(
+            NameBasedUUID(namespace: .dnsNamespace, name: "www.example.com").description
+                == "2ed6657d-e927-568b-95e1-2665a8aea6a2")
         let parsed = try #require(NameBasedUUID(parsing: "6BA7B810-9DAD-11D1-80B4-00C04FD430C8"))
         #expect(parsed == .dnsNamespace)
         #expect(NameBasedUUID(parsing: "6ba7b810-9dad-11d1-80b4-00c04fd430c") == nil)
@@ -53,7 +59,8 @@ struct NameBasedUUIDTests {
             Domain.outboundEventID(type: "credits.granted", tenantID: "acme", aggregateID: "g-1")
                 == "906ccd41-23c2-50bc-801d-8933cba62e89")
         #expect(
-            Domain.outboundEventID(type: "batch_action.device_dispatched", tenantID: "acme", aggregateID: "ba-1/SN-0001")
+            Domain.outboundEventID(
+                type: "batch_action.device_dispatched", tenantID: "acme", aggregateID: "ba-1/SN-0001")
                 == "9990f45f-2901-56e6-861d-c14adceb53f1")
         #expect(
             Domain.outboundEventID(type: "job.created", tenantID: "acme", aggregateID: "r-1")
@@ -88,7 +95,8 @@ struct DomainLogicTests {
 
     @Test("device uid rule 1: 15 digits or 4 to 64 of [A-Za-z0-9-]")
     func deviceUIDs() {
-        for good in ["490154203237518", "SN-0001", "abcd", String(repeating: "x", count: 64), "12345678901234", "----"] {
+        for good in ["490154203237518", "SN-0001", "abcd", String(repeating: "x", count: 64), "12345678901234", "----"]
+        {
             #expect(DeviceUID.isValid(good), "\(good)")
         }
         for bad in ["", "abc", String(repeating: "x", count: 65), "SN_0001", "SN 0001", "ÄBCD", "sn/0001", "١٢٣٤"] {
@@ -127,7 +135,8 @@ struct DomainLogicTests {
                 eventID: "e-1", type: BatchActionRequestedHandler.eventType, version: 1, tenantID: "acme",
                 occurredAt: "2026-11-22T10:00:00Z", data: data)
         }
-        let devices: JSONValue = .array(["B-0001", "A-0001", "B-0001", ""].map { .object(["device_uid": .string($0)]) })
+        let devices: JSONValue = .array(
+            ["B-0001", "A-0001", "B-0001", ""].map { .object(["device_uid": .string($0)]) })
         let command = try handler.decode(envelope(["batch_action_id": "ba", "action": "REGISTER", "devices": devices]))
         #expect(command.deviceUIDs == ["B-0001", "A-0001", ""])
         #expect(command.serviceTypeID == nil && command.workflowID == nil)
@@ -141,7 +150,9 @@ struct DomainLogicTests {
                 return error.message
             }
         }
-        #expect(message(["batch_action_id": "ba", "action": "EXPLODE", "devices": devices])?.hasPrefix("data.action") == true)
+        #expect(
+            message(["batch_action_id": "ba", "action": "EXPLODE", "devices": devices])?.hasPrefix("data.action")
+                == true)
         #expect(
             message(["batch_action_id": "ba", "action": "WORKFLOW_ACTION", "devices": devices])
                 == "data.workflow_id is required for WORKFLOW_ACTION: a string of 1 to 128 characters")
@@ -151,7 +162,9 @@ struct DomainLogicTests {
         #expect(
             message(["batch_action_id": "ba", "action": "LOCK", "devices": .array([.object(["device_uid": 5])])])?
                 .hasPrefix("data.devices[0].device_uid") == true)
-        #expect(message(["batch_action_id": "ba", "action": "LOCK", "devices": .array([])])?.hasPrefix("data.devices") == true)
+        #expect(
+            message(["batch_action_id": "ba", "action": "LOCK", "devices": .array([])])?.hasPrefix("data.devices")
+                == true)
         #expect(message(["action": "LOCK", "devices": devices])?.hasPrefix("data.batch_action_id") == true)
     }
 }

@@ -11,7 +11,8 @@ import Testing
 /// prove nothing without a server, so they never skip.
 struct MissingDatabaseURL: Error, CustomStringConvertible {
     var description: String {
-        "ONCE_DATABASE_URL is not set; start PostgreSQL (deploy/local) and export its URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres"
+        "ONCE_DATABASE_URL is not set; start PostgreSQL (deploy/local) and export its URL, "
+            + "e.g. postgresql://postgres@127.0.0.1:5432/postgres"
     }
 }
 
@@ -207,7 +208,8 @@ final class Harness {
 
     func balance(_ account: String) throws -> Int64? {
         try db.query(
-            "SELECT balance FROM credit_accounts WHERE tenant_id = $1 AND account_id = $2", [.text(tenant), .text(account)]
+            "SELECT balance FROM credit_accounts WHERE tenant_id = $1 AND account_id = $2",
+            [.text(tenant), .text(account)]
         ).first?.decode(Int64.self, column: 0)
     }
 
@@ -215,19 +217,23 @@ final class Harness {
     func outbox(_ type: String) throws -> [String: JSONValue] {
         var payloads: [String: JSONValue] = [:]
         for row in try db.query(
-            "SELECT aggregate_id, payload FROM outbox WHERE tenant_id = $1 AND event_type = $2", [.text(tenant), .text(type)])
+            "SELECT aggregate_id, payload FROM outbox WHERE tenant_id = $1 AND event_type = $2",
+            [.text(tenant), .text(type)])
         {
-            payloads[try row.decode(String.self, column: 0)] = try JSONParser.parse(try row.decode([UInt8].self, column: 1))
+            payloads[try row.decode(String.self, column: 0)] = try JSONParser.parse(
+                try row.decode([UInt8].self, column: 1))
         }
         return payloads
     }
 
     /// The dead letter of an event id: (reason_code, error).
     func deadLetter(_ eventID: String) throws -> (reason: String, error: String)? {
-        guard let row = try db.query(
-            "SELECT reason_code, error FROM dead_letters WHERE consumer_group = $1 AND event_id = $2",
-            [.text(Self.consumerGroup), .text(eventID)]
-        ).first else { return nil }
+        guard
+            let row = try db.query(
+                "SELECT reason_code, error FROM dead_letters WHERE consumer_group = $1 AND event_id = $2",
+                [.text(Self.consumerGroup), .text(eventID)]
+            ).first
+        else { return nil }
         return (try row.decode(String.self, column: 0), try row.decode(String.self, column: 1))
     }
 
@@ -253,7 +259,8 @@ final class Harness {
         func none(_ what: Comment, _ sql: String) throws {
             let rows = try db.query(sql)
             let shown = try rows.prefix(5).map { row in
-                try (0..<row.columns.count).map { try row.decode(String?.self, column: $0) ?? "NULL" }.joined(separator: " ")
+                try (0..<row.columns.count).map { try row.decode(String?.self, column: $0) ?? "NULL" }.joined(
+                    separator: " ")
             }
             #expect(rows.isEmpty, "\(what): \(shown)", sourceLocation: sourceLocation)
         }
@@ -274,11 +281,17 @@ final class Harness {
             SELECT l.tenant_id, l.kind, l.business_key FROM credit_ledger l
             WHERE (SELECT count(*) FROM outbox o
                    WHERE o.tenant_id = l.tenant_id AND o.aggregate_id = l.business_key
-                     AND o.event_type = CASE l.kind WHEN 'charge' THEN 'credits.charged' ELSE 'credits.granted' END) <> 1
+                     AND o.event_type = CASE l.kind WHEN 'charge' THEN 'credits.charged'
+                                                    ELSE 'credits.granted' END) <> 1
             """)
         try none(
             "no device has two rows in one batch action",
-            "SELECT tenant_id, batch_action_id, device_uid FROM batch_action_devices GROUP BY 1, 2, 3 HAVING count(*) > 1")
+            """
+            SELECT tenant_id, batch_action_id, device_uid FROM batch_action_devices
+            GROUP BY 1, 2, 3 HAVING count(*) > 1
+            """
+
+        )
         try none(
             "every SUCCESS device, and only those, has its dispatch event",
             """
