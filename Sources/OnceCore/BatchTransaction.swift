@@ -11,22 +11,42 @@ import OncePostgres
 /// makes the batch run again with that handler's runs bisected under savepoints, so only the
 /// failing record is dead-lettered. Blocking: runs on a database thread. Transient
 /// `PostgresError`s propagate for the caller to retry; `BatchFenced` means the partition moved on.
+///
+/// Replays and dead-letter retries run this same transaction with `Options`: a dry run rolls
+/// it back at the end instead of committing; a retry releases the dead letter's claim before
+/// the dedup step and settles the dead letter's row instead of writing a new one, so that the
+/// re-drive and its bookkeeping commit together.
 struct BatchTransaction {
     var group: String
     var registry: HandlerRegistry
     var deadLetterTopic: String
 
+    /// How a replay's or a retry's transaction differs from `once run`'s.
+    struct Options: Sendable {
+        /// Roll back instead of committing; the summary tells what would have happened.
+        var dryRun = false
+        /// The dead letter whose record this one-record batch re-drives.
+        var retrying: RetriedDeadLetter?
+    }
+
     /// With `fence` nil (a replay) the stored position is neither checked nor moved.
-    func commit(_ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, on db: PostgresConnection) throws -> BatchSummary {
+    func commit(
+        _ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, options: Options = Options(),
+        on db: PostgresConnection
+    ) throws -> BatchSummary {
         do {
-            return try attempt(records, of: batch, fence: fence, isolating: false, on: db)
-        } catch is HandlerFailure {
-            return try attempt(records, of: batch, fence: fence, isolating: true, on: db)
+            do {
+                return try attempt(records, of: batch, fence: fence, options: options, isolating: false, on: db)
+            } catch is HandlerFailure {
+                return try attempt(records, of: batch, fence: fence, options: options, isolating: true, on: db)
+            }
+        } catch let rollback as DryRunRollback {
+            return rollback.summary
         }
     }
 
     private func attempt(
-        _ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, isolating: Bool,
+        _ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, options: Options, isolating: Bool,
         on db: PostgresConnection
     ) throws -> BatchSummary {
         try db.transaction { tx in
@@ -43,6 +63,9 @@ struct BatchTransaction {
                    .int64(batch.nextOffset), PostgresValue(fence.nextOffset)])
               guard moved == 1 else { throw BatchFenced(partition: p, generation: fence.generation) }
             }
+
+            // (retry) The dead letter gives up its claim, so that its record counts as new again.
+            try options.retrying?.releaseClaim(of: records, group: group, on: tx)
 
             // 2. Dedup: the first record of each id in the batch, claimed in processed_messages.
             var seen = Set<String>()
@@ -90,15 +113,24 @@ struct BatchTransaction {
                     [.text(group), .textArray(changed.map(\.0)), .textArray(changed.map(\.1.rawValue))])
             }
 
-            // 5. Dead letters, each with its record on the dead-letter topic; then wake the relay.
-            try DeadLetter.write(deadLetters, group: group, topic: deadLetterTopic, context: context)
+            // 5. Dead letters, each with its record on the dead-letter topic (a retried one
+            //    settles its own row instead: resolved, or failed again); then wake the relay.
+            if let retrying = options.retrying {
+                try retrying.settle(failedAgain: deadLetters.first, on: tx)
+            } else {
+                try DeadLetter.write(deadLetters, group: group, topic: deadLetterTopic, context: context)
+            }
             if outbox.inserted > 0 { try tx.notify(channel: OutboxWriter.channel) }
 
-            return BatchSummary(
+            let summary = BatchSummary(
                 nextOffset: batch.nextOffset,
                 outcomes: outcomes.map(\.1) + rejected.map { _ in .deadLettered },
                 duplicates: records.count - new.count,
-                outboxRows: outbox.inserted)
+                outboxRows: outbox.inserted,
+                deadLetters: deadLetters.map(\.note))
+            // A dry run ends here: the error rolls the transaction back and carries the summary out.
+            if options.dryRun { throw DryRunRollback(summary: summary) }
+            return summary
         }
     }
 
@@ -146,6 +178,13 @@ struct BatchSummary: Sendable {
     /// Records skipped because their event id was already processed (or repeated in the batch).
     var duplicates: Int
     var outboxRows: Int
+    /// Why records of the batch were dead-lettered, in the order they were.
+    var deadLetters: [DeadLetterNote] = []
+}
+
+/// Carries a dry run's summary out of the transaction it rolls back.
+private struct DryRunRollback: Error {
+    var summary: BatchSummary
 }
 
 /// A handler's failure that is not transient: the record is at fault, not the database.

@@ -15,6 +15,8 @@ import Synchronization
 /// later failures (database or broker away) are retried with backoff and logged.
 public final class ConsumerPipeline: Sendable {
     public let configuration: PipelineConfiguration
+    /// How often idle partitions are checked for an operator's reset (`once offsets reset`).
+    static let resetCheckInterval: Duration = .seconds(1)
     private let registry: HandlerRegistry
     private let logger: Logger
     private let stopping = Atomic<Bool>(false)
@@ -54,6 +56,16 @@ public final class ConsumerPipeline: Sendable {
         try await consumer.subscribe(topics: config.topics)
         logger.info("joined", metadata: ["once.group": "\(config.consumerGroup)", "once.topics": "\(config.topics)"])
 
+        // An operator's reset of an idle partition fences no batch: look for one every second.
+        let resetCheck = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.resetCheckInterval)
+                if Task.isCancelled { break }
+                await claims.checkForResets()
+            }
+        }
+        defer { resetCheck.cancel() }
+
         var lastKafkaCommit = ContinuousClock.now
         while !stopping.load(ordering: .relaxed) {
             let polled: KafkaPollResult
@@ -85,6 +97,9 @@ public final class ConsumerPipeline: Sendable {
                 break
             }
         }
+
+        resetCheck.cancel()
+        await resetCheck.value
 
         // Graceful stop: let in-flight batches commit, record positions in Kafka, leave the group.
         let deadline = ContinuousClock.now + .seconds(30)
@@ -248,10 +263,10 @@ extension PartitionClaims {
                     }
                 }
                 if let (fence, rowOwner) = row, rowOwner == owner {
-                    logger.notice("\(partition) was reset to \(fence.nextOffset.map(String.init) ?? "earliest") (generation \(fence.generation))")
+                    logReset(partition, fence)
                     table.claimed(partition, fence: fence)
                 } else {
-                    logger.notice("\(partition) is owned by \(row?.1 ?? "nobody") now; waiting for the group to revoke it")
+                    logTakeover(partition, by: row?.1)
                     table.disowned(partition)
                 }
                 return
@@ -261,6 +276,59 @@ extension PartitionClaims {
                 try? await Task.sleep(for: Backoff().delay(attempt: attempt))
             }
         }
+    }
+}
+
+extension PartitionClaims {
+    /// The periodic reset check: one query for the idle partitions this member holds. A
+    /// partition whose generation moved on while it was idle was reset by an operator (the
+    /// owner is still this member: adopt the new position, dropping buffered records and
+    /// seeking) or claimed by another member (give it up, as a fenced batch would). Busy
+    /// partitions are left to the fence. Failures are left for the next check.
+    func checkForResets() async {
+        let held = table.idleClaims()
+        guard !held.isEmpty else { return }
+        let group = self.group
+        let partitions = held.keys.sorted()
+        let rows: [(TopicPartition, PartitionFence, String?)]
+        do {
+            rows = try await control.withConnection { db in
+                try db.query(
+                    """
+                    SELECT o.topic, o.partition, o.next_offset, o.generation, o.owner
+                    FROM consumer_offsets o
+                    JOIN unnest($2::text[], $3::bigint[]) AS h(topic, partition)
+                        ON o.topic = h.topic AND o.partition = h.partition
+                    WHERE o.consumer_group = $1
+                    """,
+                    [.text(group), .textArray(partitions.map(\.topic)),
+                     .int64Array(partitions.map { Int64($0.partition) })]
+                ).map { row in
+                    let fence = PartitionFence(
+                        generation: try row.decode(Int64.self, column: 3), nextOffset: try row.decode(Int64?.self, column: 2))
+                    return (TopicPartition(try row.decode(String.self, column: 0), try row.decode(Int32.self, column: 1)),
+                            fence, try row.decode(String?.self, column: 4))
+                }
+            }
+        } catch {
+            logger.debug("checking for offset resets failed: \(error)")
+            return
+        }
+        for (partition, fence, rowOwner) in rows {
+            guard let generation = held[partition], fence.generation != generation else { continue }
+            let owned = rowOwner == owner
+            guard table.claimChanged(partition, heldUnder: generation, to: fence, owned: owned) else { continue }
+            if owned { logReset(partition, fence) } else { logTakeover(partition, by: rowOwner) }
+        }
+    }
+
+    private func logReset(_ partition: TopicPartition, _ fence: PartitionFence) {
+        let position = fence.nextOffset.map(String.init) ?? "earliest"
+        logger.notice("\(partition) was reset to \(position) (generation \(fence.generation))")
+    }
+
+    private func logTakeover(_ partition: TopicPartition, by other: String?) {
+        logger.notice("\(partition) is owned by \(other ?? "nobody") now; waiting for the group to revoke it")
     }
 }
 

@@ -96,27 +96,31 @@ final class PartitionTable: @unchecked Sendable {
     /// The claim is recorded: start fetching at the stored position (the earliest offset when
     /// none is stored).
     func claimed(_ partition: TopicPartition, fence: PartitionFence) {
-        locked {
-            guard slots[partition] != nil else { return }
-            slots[partition]!.fence = fence
-            slots[partition]!.buffer = []
-            slots[partition]!.paused = false
-            slots[partition]!.awaitingSeek = true
-            consumerActions.seek[partition] = fence.nextOffset ?? KafkaOffset.beginning
-            consumerActions.pause.remove(partition)
-            consumerActions.resume.insert(partition)
-        }
+        locked { claimedLocked(partition, fence: fence) }
+    }
+
+    private func claimedLocked(_ partition: TopicPartition, fence: PartitionFence) {
+        guard slots[partition] != nil else { return }
+        slots[partition]!.fence = fence
+        slots[partition]!.buffer = []
+        slots[partition]!.paused = false
+        slots[partition]!.awaitingSeek = true
+        consumerActions.seek[partition] = fence.nextOffset ?? KafkaOffset.beginning
+        consumerActions.pause.remove(partition)
+        consumerActions.resume.insert(partition)
     }
 
     /// The database says another member owns the partition now: stop working on it.
     func disowned(_ partition: TopicPartition) {
-        locked {
-            guard slots[partition] != nil else { return }
-            slots[partition]!.disowned = true
-            slots[partition]!.buffer = []
-            slots[partition]!.paused = true
-            consumerActions.pause.insert(partition)
-        }
+        locked { disownedLocked(partition) }
+    }
+
+    private func disownedLocked(_ partition: TopicPartition) {
+        guard slots[partition] != nil else { return }
+        slots[partition]!.disowned = true
+        slots[partition]!.buffer = []
+        slots[partition]!.paused = true
+        consumerActions.pause.insert(partition)
     }
 
     /// Partitions taken away: drop their records and wait (up to `timeout`) until their
@@ -212,6 +216,35 @@ final class PartitionTable: @unchecked Sendable {
             started.append(Dispatch(batch: batch, fence: fence, connection: freeConnections.removeLast()))
         }
         return started
+    }
+
+    /// Claimed partitions with no batch in flight, and the generation each is held under:
+    /// what the periodic reset check compares with the database.
+    func idleClaims() -> [TopicPartition: Int64] {
+        locked {
+            var claims: [TopicPartition: Int64] = [:]
+            for (partition, slot) in slots where !slot.inFlight && !slot.disowned {
+                if let generation = slot.fence?.generation { claims[partition] = generation }
+            }
+            return claims
+        }
+    }
+
+    /// The reset check found `partition`, held under `generation`, claimed anew in the database:
+    /// by an operator's reset (`owned`: the owner is still this member), whose position is
+    /// adopted, or by another member, for which the partition is given up. Does nothing, and
+    /// returns false, when the partition moved on meanwhile (a batch in flight is fenced and
+    /// reloads by itself).
+    func claimChanged(
+        _ partition: TopicPartition, heldUnder generation: Int64, to fence: PartitionFence, owned: Bool
+    ) -> Bool {
+        locked {
+            guard let slot = slots[partition], slot.fence?.generation == generation, !slot.inFlight, !slot.disowned
+            else { return false }
+            lastActivity = .now
+            if owned { claimedLocked(partition, fence: fence) } else { disownedLocked(partition) }
+            return true
+        }
     }
 
     /// Whether the partition is still this member's to work on under `fence`.

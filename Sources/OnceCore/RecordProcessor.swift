@@ -16,15 +16,20 @@ public struct RecordProcessor: Sendable {
 
     /// Applies `records` (one partition, offset order) in one transaction and reports the outcome
     /// of each record: handlers' outcomes for new events, `dead_lettered` for rejected ones,
-    /// and `duplicate` for records whose event id was already processed.
-    public func process(_ records: [KafkaRecord], on db: PostgresConnection) throws -> ProcessReport {
+    /// and `duplicate` for records whose event id was already processed. With `dryRun` the
+    /// transaction runs to its end and is rolled back: the report tells what would have happened.
+    public func process(
+        _ records: [KafkaRecord], dryRun: Bool = false, on db: PostgresConnection
+    ) throws -> ProcessReport {
         guard let first = records.first else { return ProcessReport() }
         let batch = PartitionBatch(partition: first.topicPartition, records: records)
-        let summary = try transaction.commit(records.map(decoder.decode), of: batch, fence: nil, on: db)
+        let summary = try transaction.commit(
+            records.map(decoder.decode), of: batch, fence: nil, options: .init(dryRun: dryRun), on: db)
         var report = ProcessReport()
         for outcome in summary.outcomes { report.counts[outcome, default: 0] += 1 }
         report.counts[.duplicate, default: 0] += summary.duplicates
         report.outboxRows = summary.outboxRows
+        report.deadLetters = summary.deadLetters
         return report
     }
 }
@@ -33,8 +38,17 @@ public struct RecordProcessor: Sendable {
 public struct ProcessReport: Sendable, Hashable {
     public var counts: [EventOutcome: Int] = [:]
     public var outboxRows = 0
+    /// The records dead-lettered by this run, and why.
+    public var deadLetters: [DeadLetterNote] = []
 
     public init() {}
 
     public subscript(_ outcome: EventOutcome) -> Int { counts[outcome] ?? 0 }
+
+    /// Adds another run's counts to these.
+    public mutating func add(_ other: ProcessReport) {
+        counts.merge(other.counts, uniquingKeysWith: +)
+        outboxRows += other.outboxRows
+        deadLetters += other.deadLetters
+    }
 }

@@ -1,0 +1,171 @@
+import Foundation
+import OncePostgres
+
+/// The database's own ceiling for the workload: the rows a correct run writes (processed ids,
+/// ledger rows, account balances, outbox rows, stored positions), written by the server alone
+/// with `INSERT … SELECT` over `generate_series`, in transactions of `chunk` records, split
+/// over `connections` sessions running in parallel. No Kafka, no client-side work: an upper
+/// bound for any consumer of this schema on this machine.
+///
+/// Each session works on accounts of its own (even and odd), so the sessions never wait for
+/// each other's row locks; a consumer's partitions share accounts and may. The outbox payload
+/// is JSON of the shape and size `once` writes.
+struct CeilingResult: Codable, Sendable {
+    var connections: Int
+    var chunk: Int
+    var transactions: Int
+    var records: Int
+    var processedRows: Int
+    var ledgerRows: Int
+    var outboxRows: Int
+    var seconds: Double
+    var eventsPerSecond: Double
+    var checks: [Check]
+}
+
+enum CeilingStep {
+    static func run(
+        expectation: Expectation, accounts: Int, chunk: Int, connections: Int, context: BenchContext
+    ) async throws -> CeilingResult {
+        let database = try await BenchDatabase.fresh("once_bench_ceiling", serverURL: context.serverURL, once: context.once)
+        let records = expectation.records
+        let processed = expectation.processed
+        let ledger = expectation.applied
+        let chunks = (records + chunk - 1) / chunk
+        let accountsPerSession = max(1, accounts / connections)
+        do {
+            let db = try database.connect()
+            defer { db.close() }
+            try db.execute(
+                """
+                INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, generation, owner)
+                SELECT 'ceiling', 'ceiling', s, 0, 1, 'ceiling' FROM generate_series(0, $1 - 1) s
+                """, [.int(connections)])
+        }
+        let sessions = try await (0..<connections).asyncMap { index in
+            try await PostgresClient.connect(
+                configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-ceiling-\(index)"),
+                threadName: "once-bench-ceiling-\(index)")
+        }
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (session, client) in sessions.enumerated() {
+                group.addTask {
+                    for index in stride(from: session, to: chunks, by: connections) {
+                        let work = Chunk(
+                            session: session, accountsPerSession: accountsPerSession,
+                            records: Int64(min(records, (index + 1) * chunk) - index * chunk),
+                            processed: Int64(index * processed / chunks)..<Int64((index + 1) * processed / chunks),
+                            ledger: Int64(index * ledger / chunks)..<Int64((index + 1) * ledger / chunks))
+                        try await client.withConnection { db in try work.write(on: db) }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let seconds = (ContinuousClock.now - started).seconds
+        for client in sessions { await client.close() }
+
+        let db = try database.connect()
+        defer { db.close() }
+        func count(_ sql: String) throws -> Int64 { try db.query(sql)[0].decode(Int64?.self, column: 0) ?? 0 }
+        let checks = [
+            Check(name: "processed_messages rows", expected: Int64(processed), actual: try count("SELECT count(*) FROM processed_messages")),
+            Check(name: "ledger rows", expected: Int64(ledger), actual: try count("SELECT count(*) FROM credit_ledger")),
+            Check(name: "outbox rows", expected: Int64(ledger), actual: try count("SELECT count(*) FROM outbox")),
+            Check(
+                name: "accounts whose balance differs from their ledger sum", expected: 0,
+                actual: try count(
+                    """
+                    SELECT count(*) FROM credit_accounts a
+                    FULL JOIN (SELECT tenant_id, account_id, sum(amount)::bigint AS total FROM credit_ledger GROUP BY 1, 2) l
+                        USING (tenant_id, account_id)
+                    WHERE a.balance IS DISTINCT FROM coalesce(l.total, 0)
+                    """)),
+            Check(
+                name: "records below the stored positions", expected: Int64(records),
+                actual: try count("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets")),
+        ]
+        return CeilingResult(
+            connections: connections, chunk: chunk, transactions: chunks, records: records, processedRows: processed,
+            ledgerRows: ledger, outboxRows: ledger, seconds: seconds, eventsPerSecond: Double(records) / seconds,
+            checks: checks)
+    }
+
+    /// One transaction's share: `records` records of which the `processed` range gets
+    /// `processed_messages` rows and the `ledger` range ledger, balance and outbox rows.
+    struct Chunk: Sendable {
+        var session: Int
+        var accountsPerSession: Int
+        var records: Int64
+        var processed: Range<Int64>
+        var ledger: Range<Int64>
+
+        func write(on db: PostgresConnection) throws {
+            let ledgerBounds: [PostgresValue] = [
+                .int64(ledger.lowerBound), .int64(ledger.upperBound - 1), .int(session), .int(accountsPerSession),
+            ]
+            try db.transaction { tx in
+                try tx.execute(
+                    """
+                    UPDATE consumer_offsets SET next_offset = next_offset + $2, updated_at = now()
+                    WHERE consumer_group = 'ceiling' AND topic = 'ceiling' AND partition = $1
+                    """, [.int(session), .int64(records)])
+                try tx.execute(
+                    """
+                    INSERT INTO processed_messages
+                        (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome)
+                    SELECT 'ceiling', 'ceiling-e' || i, 'ceiling', $3, i,
+                           CASE WHEN i % 4 = 3 THEN 'credits.granted' ELSE 'batch.completed' END, 'bench',
+                           CASE WHEN i % 5 = 4 THEN 'duplicate' ELSE 'applied' END
+                    FROM generate_series($1::bigint, $2::bigint) AS i
+                    """, [.int64(processed.lowerBound), .int64(processed.upperBound - 1), .int(session)])
+                // Accounts first (the ledger's foreign key needs them), by the sum of the chunk's amounts.
+                try tx.execute(
+                    """
+                    INSERT INTO credit_accounts AS a (tenant_id, account_id, balance)
+                    SELECT 'bench', 'acct-' || ((j % $4) * 2 + $3),
+                           sum(CASE WHEN j % 4 = 3 THEN (j % 5000) + 500 ELSE -((j % 500) + 1) END)
+                    FROM generate_series($1::bigint, $2::bigint) AS j
+                    GROUP BY 2 ORDER BY 2
+                    ON CONFLICT (tenant_id, account_id) DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now()
+                    """, ledgerBounds)
+                try tx.execute(
+                    """
+                    INSERT INTO credit_ledger (tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_at)
+                    SELECT 'bench', k.kind, k.kind || '-' || j, 'acct-' || ((j % $4) * 2 + $3), k.credits,
+                           CASE k.kind WHEN 'grant' THEN k.credits ELSE -k.credits END, 'ceiling-e' || j, now()
+                    FROM generate_series($1::bigint, $2::bigint) AS j,
+                         LATERAL (SELECT CASE WHEN j % 4 = 3 THEN 'grant' ELSE 'charge' END AS kind,
+                                         CASE WHEN j % 4 = 3 THEN (j % 5000) + 500 ELSE (j % 500) + 1 END AS credits) AS k
+                    """, ledgerBounds)
+                try tx.execute(
+                    """
+                    INSERT INTO outbox (tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
+                    SELECT 'bench', k.type, k.key, 'credit-ledger', k.account,
+                           convert_to(json_build_object(
+                               'event_id', k.uuid, 'type', k.type, 'version', 1, 'tenant_id', 'bench',
+                               'occurred_at', '2026-11-18T10:13:20.000Z',
+                               'data', json_build_object(
+                                   CASE WHEN j % 4 = 3 THEN 'grant_id' ELSE 'batch_id' END, k.key, 'account_id', k.account,
+                                   'credits', (j % 500) + 1, 'balance_after', j))::text, 'UTF8'),
+                           jsonb_build_object('once-event-id', k.uuid, 'once-event-type', k.type, 'once-tenant-id', 'bench',
+                                              'once-source-event-id', 'ceiling-e' || j)
+                    FROM generate_series($1::bigint, $2::bigint) AS j,
+                         LATERAL (SELECT CASE WHEN j % 4 = 3 THEN 'credits.granted' ELSE 'credits.charged' END AS type,
+                                         CASE WHEN j % 4 = 3 THEN 'grant-' ELSE 'charge-' END || j AS key,
+                                         'acct-' || ((j % $4) * 2 + $3) AS account,
+                                         md5(j::text)::uuid::text AS uuid) AS k
+                    """, ledgerBounds)
+            }
+        }
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
+    }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import Histogram
+import OnceKafka
+import OncePostgres
+import Synchronization
+
+/// End-to-end latency at a steady offered rate: a paced producer sends new events (no
+/// duplicates) to a running `once run`, each stamped with `occurred_at` (milliseconds) as it is
+/// handed to the producer; an observer learns when each record's batch committed; the latency
+/// of a record is its commit time less its `occurred_at`.
+///
+/// Commit times: the observer LISTENs on the channel every batch transaction NOTIFYs at commit
+/// (`once_outbox`) and, on each notification (or every 20 ms), reads the stored positions; a
+/// record counts as committed at the first read whose position for its partition is past its
+/// offset, timed after that read returns. So a latency is late by up to one read (well under a
+/// millisecond here) and by the truncation of `occurred_at` to milliseconds; never early.
+struct LatencyResult: Codable, Sendable {
+    var offeredRate: Int
+    var offeredSeconds: Double
+    var achievedRate: Double
+    var records: Int
+    var producerLinger: String
+    var arguments: [String]
+    var p50Milliseconds: Double
+    var p90Milliseconds: Double
+    var p99Milliseconds: Double
+    var p999Milliseconds: Double
+    var maxMilliseconds: Double
+    var meanMilliseconds: Double
+    /// (percentile, milliseconds) along the distribution, for the chart.
+    var distribution: [[Double]]
+    /// The same latencies measured to the transaction's start (`processed_at`) instead of its
+    /// commit: a lower bound, from the database alone.
+    var transactionStartP50Milliseconds: Double
+    var transactionStartP99Milliseconds: Double
+    var observations: Int
+    var peakRSSBytes: Int
+    var checks: [Check]
+}
+
+enum LatencyStep {
+    static func run(
+        rate: Int, duration: Duration, topic: String, partitions: Int32, accounts: Int, context: BenchContext,
+        log: (String) -> Void
+    ) async throws -> LatencyResult {
+        let database = try await BenchDatabase.fresh("once_bench_latency", serverURL: context.serverURL, once: context.once)
+        let group = "bench-\(context.runID)-latency"
+        var arguments = [
+            "run", "--database-url", database.url, "--brokers", context.brokers, "--topics", topic, "--group", group,
+            "--connections", String(context.connections), "--max-batch", String(context.maxBatch),
+        ]
+        for property in context.kafkaProperties { arguments += ["--kafka-property", property] }
+        let child = try context.once.start(arguments, logName: "latency-run")
+        log("once run (latency): pid \(child.pid), log \(child.log.path)")
+        defer { if child.process.isRunning { child.signal(SIGKILL) } }
+
+        // Wait for the group to join and every partition to be claimed.
+        let joinDeadline = ContinuousClock.now + .seconds(90)
+        while try database.scalar("SELECT count(*) FROM consumer_offsets WHERE consumer_group = $1", [.text(group)]) < Int64(partitions) {
+            guard child.process.isRunning else { throw BenchFailure("once run (latency) exited early:\n\(child.output.suffix(4000))") }
+            guard ContinuousClock.now < joinDeadline else { throw BenchFailure("once run (latency) did not claim its partitions in 90 s") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await Task.sleep(for: .seconds(1))
+
+        let observer = try await CommitObserver(database: database, group: group)
+        var producerConfiguration = KafkaProducerConfiguration(bootstrapServers: context.brokers)
+        producerConfiguration.clientID = "once-bench-latency"
+        producerConfiguration.linger = .milliseconds(1)
+        let producer = try KafkaProducer(configuration: producerConfiguration)
+
+        // The paced producer: every 2 ms, whatever the schedule says is due.
+        let sent = Locked<[Sent]>([])
+        var sends: [Task<Void, Error>] = []
+        var random = SplitMix64(seed: 7)
+        var expectation = Expectation()
+        var produced = 0
+        let clock = ContinuousClock()
+        let start = clock.now
+        let total = Int(Double(rate) * duration.seconds)
+        while produced < total {
+            let due = min(total, Int((clock.now - start).seconds * Double(rate)))
+            if due > produced {
+                let stamp = wallMicroseconds() / 1000
+                var chunk: [KafkaOutgoingRecord] = []
+                for index in produced..<due {
+                    let kind: Workload.Kind = index % 4 == 3 ? .grant : .charge
+                    let key = "lat-\(kind == .charge ? "batch" : "grant")-\(index)"
+                    let logical = Workload.Logical(
+                        kind: kind, businessKey: key, account: Int(random.next(below: UInt64(accounts))),
+                        credits: Int64(random.next(below: 500) + 1), partition: Int32(fnv1a(key) % UInt64(partitions)))
+                    expectation.records += 1
+                    expectation.recordsPerPartition[logical.partition, default: 0] += 1
+                    expectation.processed += 1
+                    expectation.applied += 1
+                    expectation.balances[Workload.accountID(logical.account), default: 0] += logical.amount
+                    expectation.ledgerTotal += logical.amount
+                    chunk.append(
+                        KafkaOutgoingRecord(
+                            topic: topic, partition: logical.partition, key: Array(key.utf8),
+                            value: Workload.envelope(eventID: "lat-e\(index)", logical: logical, occurredMilliseconds: stamp)))
+                }
+                produced = due
+                let batch = chunk
+                sends.append(
+                    Task {
+                        let reports = try await producer.send(batch)
+                        let delivered = try reports.map { try $0.get() }
+                        sent.update { list in
+                            for report in delivered {
+                                list.append(Sent(partition: report.partition, offset: report.offset, occurredMilliseconds: stamp))
+                            }
+                        }
+                    })
+            }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        let offeredSeconds = (clock.now - start).seconds
+        for send in sends { try await send.value }
+        await producer.close()
+
+        // Everything committed, then a graceful stop.
+        let drainDeadline = ContinuousClock.now + .seconds(120)
+        while try database.scalar(
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer_group = $1", [.text(group)])
+            < Int64(produced)
+        {
+            guard ContinuousClock.now < drainDeadline else { throw BenchFailure("latency: not every record committed within 120 s") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let observations = await observer.stop()
+        child.signal(SIGTERM)
+        guard let status = try await child.wait(timeout: .seconds(30)), status == 0 else {
+            throw BenchFailure("once run (latency) did not stop cleanly on SIGTERM:\n\(child.output.suffix(4000))")
+        }
+
+        // Each record's commit: the first observation past its offset.
+        var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+        let records = sent.value
+        let byPartition = Dictionary(grouping: records, by: \.partition)
+        var unobserved = 0
+        for (partition, list) in byPartition {
+            var cursor = 0
+            for record in list.sorted(by: { $0.offset < $1.offset }) {
+                while cursor < observations.count && (observations[cursor].positions[partition] ?? 0) <= record.offset {
+                    cursor += 1
+                }
+                guard cursor < observations.count else {
+                    unobserved += 1
+                    continue
+                }
+                let latency = max(0, observations[cursor].time - record.occurredMilliseconds * 1000)
+                _ = histogram.record(UInt64(latency))
+            }
+        }
+        func milliseconds(_ micros: UInt64) -> Double { Double(micros) / 1000 }
+        var distribution: [[Double]] = []
+        for step in histogram.percentiles(ticksPerHalfDistance: 5) {
+            distribution.append([step.percentileLevelIteratedTo, milliseconds(step.value)])
+            if step.percentileLevelIteratedTo >= 100 { break }
+        }
+
+        let db = try database.connect()
+        defer { db.close() }
+        let lower = try db.query(
+            """
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.99) WITHIN GROUP (ORDER BY d)
+            FROM (SELECT extract(epoch FROM p.processed_at - l.occurred_at) * 1000 AS d
+                  FROM processed_messages p JOIN credit_ledger l USING (event_id)
+                  WHERE p.consumer_group = $1) s
+            """, [.text(group)])[0]
+        var checks = try Checks.consumer(database, group: group, expectation: expectation)
+        checks.append(Check(name: "records whose commit was observed", expected: Int64(produced), actual: Int64(histogram.totalCount)))
+        checks.append(Check(name: "records never observed committed", expected: 0, actual: Int64(unobserved)))
+        return LatencyResult(
+            offeredRate: rate, offeredSeconds: offeredSeconds, achievedRate: Double(produced) / offeredSeconds,
+            records: produced, producerLinger: "1 ms", arguments: arguments,
+            p50Milliseconds: milliseconds(histogram.valueAtPercentile(50)),
+            p90Milliseconds: milliseconds(histogram.valueAtPercentile(90)),
+            p99Milliseconds: milliseconds(histogram.valueAtPercentile(99)),
+            p999Milliseconds: milliseconds(histogram.valueAtPercentile(99.9)),
+            maxMilliseconds: milliseconds(histogram.max), meanMilliseconds: histogram.mean / 1000,
+            distribution: distribution,
+            transactionStartP50Milliseconds: try lower.decode(Double?.self, column: 0) ?? 0,
+            transactionStartP99Milliseconds: try lower.decode(Double?.self, column: 1) ?? 0,
+            observations: observations.count, peakRSSBytes: child.memorySample.highWaterKiB * 1024, checks: checks)
+    }
+
+    struct Sent: Sendable {
+        var partition: Int32
+        var offset: Int64
+        var occurredMilliseconds: Int64
+    }
+}
+
+/// Reads a group's stored positions whenever a batch commits (LISTEN on the relay's wake-up
+/// channel, which every batch that wrote outbox rows NOTIFYs at commit) and at least every
+/// 20 ms; keeps each reading that moved a position, with the wall-clock time it returned.
+final class CommitObserver: Sendable {
+    struct Observation: Sendable {
+        var time: Int64
+        var positions: [Int32: Int64]
+    }
+
+    private let task: Task<[Observation], Error>
+    private let stopping = Locked(false)
+
+    init(database: BenchDatabase, group: String) async throws {
+        let client = try await PostgresClient.connect(
+            configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-observer"),
+            threadName: "once-bench-observer")
+        try await client.withConnection { db in try db.listen(channel: "once_outbox") }
+        let stopping = self.stopping
+        task = Task {
+            var observations: [Observation] = []
+            var last: [Int32: Int64] = [:]
+            while !stopping.value {
+                let observation = try await client.withConnection { db in
+                    _ = try db.waitForNotifications(timeout: .milliseconds(20))
+                    var positions: [Int32: Int64] = [:]
+                    for row in try db.query(
+                        "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND next_offset IS NOT NULL",
+                        [.text(group)])
+                    {
+                        positions[try row.decode(Int32.self, column: 0)] = try row.decode(Int64.self, column: 1)
+                    }
+                    return Observation(time: wallMicroseconds(), positions: positions)
+                }
+                if observation.positions != last {
+                    observations.append(observation)
+                    last = observation.positions
+                }
+            }
+            await client.close()
+            return observations
+        }
+    }
+
+    /// Stops observing and returns the readings, oldest first.
+    func stop() async -> [Observation] {
+        stopping.update { $0 = true }
+        return (try? await task.value) ?? []
+    }
+}

@@ -1,0 +1,265 @@
+import Foundation
+import OncePostgres
+
+/// Where the bench ran.
+struct Machine: Codable, Sendable {
+    var cores: Int
+    var memoryBytes: UInt64
+    var cpu: String
+    var kernel: String
+    var loadAverageAtStart: String
+    var loadAverageAtEnd: String
+    var postgresVersion: String
+    var postgres: [String: String]
+
+    static let settings = [
+        "shared_buffers", "synchronous_commit", "fsync", "max_connections", "wal_level", "max_wal_size",
+        "checkpoint_timeout", "work_mem",
+    ]
+
+    static func read(serverURL: String) throws -> Machine {
+        let db = try PostgresConnection(url: serverURL)
+        defer { db.close() }
+        var postgres: [String: String] = [:]
+        for name in settings {
+            postgres[name] = try db.query("SELECT current_setting($1)", [.text(name)])[0].decode(String.self, column: 0)
+        }
+        let version = try db.query("SELECT current_setting('server_version')")[0].decode(String.self, column: 0)
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        var name = utsname()
+        uname(&name)
+        let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return Machine(
+            cores: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: ProcessInfo.processInfo.physicalMemory,
+            cpu: cpu, kernel: release, loadAverageAtStart: loadAverage(), loadAverageAtEnd: "",
+            postgresVersion: version, postgres: postgres)
+    }
+
+    static func loadAverage() -> String {
+        ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "")
+            .split(separator: " ").prefix(3).joined(separator: " ")
+    }
+}
+
+/// A target of the issue and whether this run met it.
+struct Target: Codable, Sendable {
+    var name: String
+    var value: Double
+    var unit: String
+    var comparison: String
+    var threshold: Double
+    var met: Bool
+
+    init(_ name: String, value: Double, unit: String, atLeast threshold: Double) {
+        self.name = name
+        self.value = value
+        self.unit = unit
+        self.comparison = "≥"
+        self.threshold = threshold
+        met = value >= threshold
+    }
+
+    init(_ name: String, value: Double, unit: String, atMost threshold: Double) {
+        self.name = name
+        self.value = value
+        self.unit = unit
+        self.comparison = "≤"
+        self.threshold = threshold
+        met = value <= threshold
+    }
+}
+
+/// Everything one bench run measured: written as JSON, printed as Markdown.
+struct BenchReport: Codable, Sendable {
+    struct Workload: Codable, Sendable {
+        var records: Int
+        var firstEmissions: Int
+        var producerDuplicates: Int
+        var exactRedeliveries: Int
+        var accounts: Int
+        var partitions: Int
+        var grantsShare: Double
+        var seed: UInt64
+        var produceSeconds: Double
+    }
+
+    struct Settings: Codable, Sendable {
+        var connections: Int
+        var maxBatch: Int
+        var kafkaProperties: [String]
+        var perRecordEvents: Int
+        var ceilingConnections: Int
+        var ceilingChunk: Int
+        var replayBatch: Int
+    }
+
+    var date: String
+    var commit: String
+    var verdict: String
+    var machine: Machine
+    var workload: Workload
+    var settings: Settings
+    var batched: ConsumeResult?
+    var perRecord: ConsumeResult?
+    var ceiling: CeilingResult?
+    var replay: ReplayResult?
+    var latency: LatencyResult?
+    var batchedOverPerRecord: Double?
+    var batchedOverCeiling: Double?
+    var targets: [Target]
+    var failures: [String]
+    var totalSeconds: Double
+
+    var correct: Bool { failures.isEmpty }
+
+    mutating func evaluate() {
+        targets = []
+        if let batched, let perRecord {
+            let ratio = batched.eventsPerSecond / perRecord.eventsPerSecond
+            batchedOverPerRecord = ratio
+            targets.append(Target("batched ÷ per-record", value: ratio, unit: "×", atLeast: 25))
+        }
+        if let batched, let ceiling {
+            let ratio = batched.eventsPerSecond / ceiling.eventsPerSecond
+            batchedOverCeiling = ratio
+            targets.append(Target("batched ÷ ceiling", value: ratio, unit: "×", atLeast: 0.6))
+        }
+        if let replay {
+            targets.append(Target("replay of processed records", value: replay.eventsPerSecond, unit: "events/s", atLeast: 100_000))
+        }
+        if let latency {
+            targets.append(
+                Target("p99 latency at \(latency.offeredRate) events/s", value: latency.p99Milliseconds, unit: "ms", atMost: 50))
+        }
+        if let batched {
+            targets.append(
+                Target("peak RSS of once run (batched)", value: Double(batched.peakRSSBytes) / 1e6, unit: "MB", atMost: 150))
+        }
+        failures = []
+        func collect(_ strategy: String, _ checks: [Check]?) {
+            for check in checks?.failures ?? [] {
+                failures.append("\(strategy): \(check.name): expected \(check.expected), found \(check.actual)")
+            }
+        }
+        collect("batched", batched?.checks)
+        collect("per-record", perRecord?.checks)
+        collect("ceiling", ceiling?.checks)
+        collect("replay", replay?.checks)
+        collect("latency", latency?.checks)
+        verdict = failures.isEmpty ? "correct" : "FAILED"
+    }
+
+    func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(self)
+    }
+
+    /// The tables printed at the end of a run (and pasted into docs/benchmarks.md).
+    func markdown() -> String {
+        var lines: [String] = []
+        lines.append("## once bench, \(date)")
+        lines.append("")
+        lines.append(
+            "Workload: \(count(workload.records)) records (\(count(workload.firstEmissions)) first emissions, "
+                + "\(count(workload.producerDuplicates)) producer duplicates, \(count(workload.exactRedeliveries)) exact redeliveries; "
+                + "\(percent(workload.grantsShare)) of first emissions are grants) over \(workload.partitions) partitions and "
+                + "\(count(workload.accounts)) accounts. `once run --connections \(settings.connections) --max-batch \(settings.maxBatch)`"
+                + (settings.kafkaProperties.isEmpty ? "" : " with " + settings.kafkaProperties.map { "`\($0)`" }.joined(separator: ", "))
+                + ". Commit \(commit).")
+        lines.append("")
+        lines.append("| measure | result | how |")
+        lines.append("| --- | ---: | --- |")
+        if let batched {
+            lines.append(
+                "| batched (`--max-batch \(batched.maxBatch)`) | \(count(batched.eventsPerSecond)) events/s | "
+                    + "\(count(batched.records)) records in \(seconds(batched.seconds)), ~\(count(Int(batched.batches))) transactions |")
+        }
+        if let perRecord {
+            lines.append(
+                "| per-record (`--max-batch 1`) | \(count(perRecord.eventsPerSecond)) events/s | "
+                    + "first \(count(perRecord.records)) records of the same workload in \(seconds(perRecord.seconds)) |")
+        }
+        if let ceiling {
+            lines.append(
+                "| ceiling (database alone) | \(count(ceiling.eventsPerSecond)) events/s | "
+                    + "`INSERT … SELECT generate_series`, \(ceiling.connections) sessions, \(count(ceiling.chunk)) records per transaction, "
+                    + "\(seconds(ceiling.seconds)) |")
+        }
+        if let replay {
+            lines.append(
+                "| replay of processed records | \(count(replay.eventsPerSecond)) events/s | "
+                    + "\(count(replay.records)) records, \(replay.partitions) partitions, batches of \(count(replay.batchSize)), "
+                    + "\(seconds(replay.seconds)) |")
+        }
+        if let latency {
+            lines.append(
+                "| latency p50 / p99 / max | \(ms(latency.p50Milliseconds)) / \(ms(latency.p99Milliseconds)) / "
+                    + "\(ms(latency.maxMilliseconds)) ms | \(count(latency.records)) events offered at \(count(latency.offeredRate))/s "
+                    + "for \(seconds(latency.offeredSeconds)); p90 \(ms(latency.p90Milliseconds)), p99.9 \(ms(latency.p999Milliseconds)) ms |")
+        }
+        if let batched {
+            lines.append(
+                "| peak RSS of `once run` (batched) | \(mb(batched.peakRSSBytes)) MB | VmHWM, \(count(batched.memorySamples)) samples |")
+        }
+        if let latency {
+            lines.append("| peak RSS of `once run` (latency) | \(mb(latency.peakRSSBytes)) MB | VmHWM |")
+        }
+        lines.append("")
+        lines.append("| target | this run | verdict |")
+        lines.append("| --- | ---: | --- |")
+        for target in targets {
+            let value = target.unit == "×" ? String(format: "%.2f×", target.value) : "\(decimal(target.value)) \(target.unit)"
+            let threshold = target.unit == "×" ? decimal(target.threshold) + "×" : "\(count(target.threshold)) \(target.unit)"
+            lines.append("| \(target.name) \(target.comparison) \(threshold) | \(value) | \(target.met ? "met" : "**not met**") |")
+        }
+        lines.append("")
+        lines.append("| correctness | checks |")
+        lines.append("| --- | --- |")
+        for (strategy, checks) in [
+            ("batched", batched?.checks), ("per-record", perRecord?.checks), ("ceiling", ceiling?.checks),
+            ("replay", replay?.checks), ("latency", latency?.checks),
+        ] {
+            guard let checks else { continue }
+            let failed = checks.failures.count
+            lines.append("| \(strategy) | \(checks.count - failed)/\(checks.count) passed\(failed > 0 ? " — **FAILED**" : "") |")
+        }
+        lines.append("")
+        let pg = Machine.settings.compactMap { name in machine.postgres[name].map { "\(name)=\($0)" } }.joined(separator: ", ")
+        lines.append(
+            "Machine: \(machine.cores) cores (\(machine.cpu)), \(decimal(Double(machine.memoryBytes) / 1_073_741_824)) GiB, "
+                + "Linux \(machine.kernel); PostgreSQL \(machine.postgresVersion) (\(pg)); load average \(machine.loadAverageAtStart) "
+                + "at the start, \(machine.loadAverageAtEnd) at the end. Bench time \(seconds(totalSeconds)).")
+        lines.append("")
+        if failures.isEmpty {
+            lines.append("Result: correct (every check passed); \(targets.filter(\.met).count) of \(targets.count) targets met.")
+        } else {
+            lines.append("Result: **FAILED**")
+            for failure in failures { lines.append("- \(failure)") }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+private func count(_ value: Double) -> String { count(Int(value.rounded())) }
+
+private func count(_ value: Int) -> String {
+    let digits = String(abs(value))
+    var out = ""
+    for (index, character) in digits.enumerated() {
+        if index > 0 && (digits.count - index) % 3 == 0 { out += "," }
+        out.append(character)
+    }
+    return (value < 0 ? "-" : "") + out
+}
+
+private func decimal(_ value: Double) -> String {
+    value >= 100 ? count(value) : String(format: value >= 10 ? "%.1f" : "%.2f", value)
+}
+
+private func seconds(_ value: Double) -> String { String(format: "%.1f s", value) }
+private func ms(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : "%.1f", value) }
+private func mb(_ bytes: Int) -> String { String(format: "%.1f", Double(bytes) / 1e6) }
+private func percent(_ value: Double) -> String { String(format: "%.0f%%", value * 100) }

@@ -1,0 +1,164 @@
+import Foundation
+import OnceKafka
+import OncePostgres
+
+/// `once replay`: re-reads a range of one partition and runs it through the pipeline's
+/// transaction (`RecordProcessor`) with the group's handlers, batch by batch.
+///
+/// Records whose event id the group processed already are no-ops (counted as `duplicate`),
+/// dead-lettered ones included: their ids are claimed too, and only `once dlq retry` re-drives
+/// them. The group's stored positions are neither read nor moved. A dry run rolls each batch's
+/// transaction back; since batches do not see each other's effects then, an event whose id or
+/// business key first appears in an earlier batch of the same dry run counts as it would
+/// without that batch.
+///
+/// Transient database failures are retried a few times; after that, or when reading fails,
+/// `ReplayInterrupted` says how far the replay got, so that it can be resumed from there.
+public struct PartitionReplay: Sendable {
+    public struct Request: Sendable, Hashable {
+        public var partition: TopicPartition
+        public var from: Int64
+        /// The last offset to replay; nil for the end of the log as it was when reading began.
+        public var through: Int64?
+        public var dryRun = false
+        /// Records per transaction.
+        public var batchSize = 2000
+
+        public init(
+            partition: TopicPartition, from: Int64, through: Int64? = nil, dryRun: Bool = false, batchSize: Int = 2000
+        ) {
+            self.partition = partition
+            self.from = from
+            self.through = through
+            self.dryRun = dryRun
+            self.batchSize = batchSize
+        }
+    }
+
+    let processor: RecordProcessor
+    let database: PostgresClient
+    let reader: PartitionReader
+    let backoff = Backoff(base: .milliseconds(200), cap: .seconds(2))
+    let transientAttempts = 5
+
+    public init(processor: RecordProcessor, database: PostgresClient, reader: PartitionReader) {
+        self.processor = processor
+        self.database = database
+        self.reader = reader
+    }
+
+    /// Replays `request`, calling `progress` after each batch.
+    public func run(_ request: Request, progress: (ReplayProgress) -> Void = { _ in }) async throws -> ReplayReport {
+        precondition(request.partition == reader.partition, "the reader reads another partition")
+        let marks = try await reader.watermarks()
+        guard request.from >= marks.low else {
+            throw ReplayRangeError(
+                "offset \(request.from) is before the first offset still stored in \(request.partition) (\(marks.low))")
+        }
+        var report = ReplayReport(request: request)
+        var pending: [KafkaRecord] = []
+        let estimatedLast = request.through ?? max(request.from, marks.high - 1)
+
+        func flush(_ batch: [KafkaRecord]) async throws {
+            report.outcomes.add(try await process(batch, dryRun: request.dryRun, done: report))
+            report.firstOffset = report.firstOffset ?? batch.first?.offset
+            report.lastOffset = batch.last?.offset
+            report.recordsRead += batch.count
+            progress(
+                ReplayProgress(
+                    recordsRead: report.recordsRead, offset: batch.last?.offset ?? request.from, from: request.from,
+                    estimatedLast: estimatedLast))
+        }
+
+        let read: PartitionRead
+        do {
+            read = try await reader.read(from: request.from, through: request.through, maxRecords: request.batchSize) {
+                records in
+                pending += records
+                while pending.count >= request.batchSize {
+                    try await flush(Array(pending.prefix(request.batchSize)))
+                    pending.removeFirst(request.batchSize)
+                }
+                return true
+            }
+            if !pending.isEmpty { try await flush(pending) }
+        } catch let error as ReplayInterrupted {
+            throw error
+        } catch {
+            throw ReplayInterrupted(report: report, underlying: error)
+        }
+        report.reachedEnd = read.reachedEnd
+        return report
+    }
+
+    /// One batch in one transaction, retried while the database is away (briefly).
+    private func process(_ records: [KafkaRecord], dryRun: Bool, done: ReplayReport) async throws -> ProcessReport {
+        let processor = self.processor
+        var attempt = 0
+        while true {
+            do {
+                return try await database.withConnection { db in try processor.process(records, dryRun: dryRun, on: db)
+                }
+            } catch let error as PostgresError where error.isTransient && attempt < transientAttempts {
+                attempt += 1
+                try await Task.sleep(for: backoff.delay(attempt: attempt))
+            } catch {
+                throw ReplayInterrupted(report: done, underlying: error)
+            }
+        }
+    }
+}
+
+/// Where a replay is, for a progress line.
+public struct ReplayProgress: Sendable, Hashable {
+    public var recordsRead: Int
+    /// The last offset processed.
+    public var offset: Int64
+    public var from: Int64
+    /// `--to-offset`, or the reported end of the log (which the replay may pass).
+    public var estimatedLast: Int64
+
+    /// Done so far, from 0 to 1.
+    public var fraction: Double {
+        guard estimatedLast > from else { return 1 }
+        return min(1, Double(offset - from + 1) / Double(estimatedLast - from + 1))
+    }
+}
+
+/// What a replay did.
+public struct ReplayReport: Sendable, Hashable {
+    public var request: PartitionReplay.Request
+    public var recordsRead = 0
+    public var firstOffset: Int64?
+    public var lastOffset: Int64?
+    /// Outcomes per record (`duplicate` for records already processed).
+    public var outcomes = ProcessReport()
+    /// It stopped at the end of the log rather than at `--to-offset`.
+    public var reachedEnd = false
+
+    public init(request: PartitionReplay.Request) {
+        self.request = request
+    }
+}
+
+/// The requested range does not fit the partition.
+public struct ReplayRangeError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The replay stopped part-way; `report` covers the batches committed (or, in a dry run,
+/// evaluated) before the failure.
+public struct ReplayInterrupted: Error, CustomStringConvertible {
+    public var report: ReplayReport
+    public var underlying: any Error
+
+    public var description: String {
+        let done =
+            report.lastOffset.map {
+                "offsets \(report.request.from)…\($0) are done; resume with --from-offset \($0 + 1)"
+            }
+            ?? "nothing was replayed"
+        return "replay of \(report.request.partition) stopped: \(underlying) (\(done))"
+    }
+}

@@ -1,0 +1,310 @@
+import ArgumentParser
+import Foundation
+import OnceCore
+import OnceDomain
+import OncePostgres
+
+struct DeadLetters: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dlq",
+        abstract: "Inspect the group's dead letters and re-drive them after a fix.",
+        subcommands: [List.self, Show.self, Retry.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The group's unresolved dead letters (all with --all), oldest first.")
+
+        enum Format: String, ExpressibleByArgument, CaseIterable {
+            case table, json
+        }
+
+        @OptionGroup var connection: ConnectionOptions
+
+        @Flag(help: "Resolved ones too.")
+        var all = false
+
+        @Option(help: "At most this many.")
+        var limit = 1000
+
+        @Option(help: "table or json.")
+        var format: Format = .table
+
+        func validate() throws {
+            guard limit >= 1 else { throw ValidationError("--limit must be 1 or more") }
+        }
+
+        func run() async throws {
+            let settings = try connection.settings()
+            let logger = try connection.makeLogger()
+            let database = try await OperatorChecks.connect(settings, logger: logger)
+            let queue = DeadLetterQueue(group: settings.groupID)
+            let (all, limit) = (self.all, self.limit)
+            let entries: [DeadLetterEntry]
+            do {
+                entries = try await database.withConnection { db in
+                    try queue.list(includeResolved: all, limit: limit, on: db)
+                }
+                await database.close()
+            } catch {
+                await database.close()
+                throw CommandFailure(OperatorText.oneLine("cannot read dead_letters: \(error)"))
+            }
+            switch format {
+            case .json:
+                print(
+                    JSONWriter.serializeString(
+                        .object([
+                            "consumer_group": .string(settings.groupID),
+                            "dead_letters": .array(entries.map { DeadLetters.json($0, payload: false) }),
+                        ])))
+            case .table where entries.isEmpty:
+                print("no \(all ? "" : "unresolved ")dead letters in group \(settings.groupID)")
+            case .table:
+                var header = ["id", "created_at", "source", "event_id", "reason_code", "retries", "error"]
+                if all { header.insert("resolved_at", at: 2) }
+                print(
+                    OperatorText.table(
+                        header,
+                        entries.map { entry in
+                            var row = [
+                                String(entry.id), OperatorText.time(entry.createdAt), "\(entry.source)@\(entry.offset)",
+                                OperatorText.clipped(entry.eventID, 40), entry.reasonCode, String(entry.retries),
+                                OperatorText.clipped(entry.error, 80),
+                            ]
+                            if all { row.insert(entry.resolvedAt.map(OperatorText.time) ?? "-", at: 2) }
+                            return row
+                        }))
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "One dead letter: where it came from, why, its headers and its payload (pretty JSON, or a hex dump).")
+
+        enum Format: String, ExpressibleByArgument, CaseIterable {
+            case text, json
+        }
+
+        @OptionGroup var connection: ConnectionOptions
+
+        @Argument(help: "The dead letter's id (see `once dlq list`).")
+        var id: Int64
+
+        @Option(help: "text or json.")
+        var format: Format = .text
+
+        func run() async throws {
+            let settings = try connection.settings()
+            let logger = try connection.makeLogger()
+            let database = try await OperatorChecks.connect(settings, logger: logger)
+            let queue = DeadLetterQueue(group: settings.groupID)
+            let id = self.id
+            let found: DeadLetterEntry?
+            do {
+                found = try await database.withConnection { db in try queue.entry(id: id, on: db) }
+                await database.close()
+            } catch {
+                await database.close()
+                throw CommandFailure(OperatorText.oneLine("cannot read dead_letters: \(error)"))
+            }
+            guard let entry = found else { throw CommandFailure("there is no dead letter \(id)") }
+            if format == .json {
+                print(JSONWriter.serializeString(DeadLetters.json(entry, payload: true)))
+                return
+            }
+            let state = entry.resolvedAt == nil ? "unresolved" : "resolved"
+            var lines = [
+                "dead letter \(entry.id) (\(state), retried \(entry.retries) time\(entry.retries == 1 ? "" : "s"))"
+            ]
+            let fields: [(String, String)] = [
+                ("consumer group", entry.consumerGroup),
+                ("source", "\(entry.source) offset \(entry.offset)"),
+                ("event id", entry.eventID),
+                ("reason", entry.reasonCode),
+                ("error", entry.error),
+                ("created at", OperatorText.time(entry.createdAt)),
+                ("resolved at", entry.resolvedAt.map(OperatorText.time) ?? "-"),
+            ]
+            lines += fields.map { name, value in name.padding(toLength: 16, withPad: " ", startingAt: 0) + value }
+            if entry.headers.isEmpty {
+                lines.append("headers         (none)")
+            } else {
+                lines.append("headers")
+                lines += entry.headers.map {
+                    "  \($0.name): \($0.value.map { String(decoding: $0, as: UTF8.self) } ?? "(null)")"
+                }
+            }
+            guard let payload = entry.payload else {
+                lines.append("payload         (none)")
+                print(lines.joined(separator: "\n"))
+                return
+            }
+            if let document = try? JSONParser.parse(payload) {
+                lines.append("payload (\(payload.count) bytes, JSON)")
+                lines.append(OperatorText.prettyJSON(document))
+            } else {
+                lines.append("payload (\(payload.count) bytes, not JSON)")
+                lines.append(OperatorText.hexDump(payload))
+            }
+            print(lines.joined(separator: "\n"))
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-drive dead letters through the pipeline after a fix.",
+            discussion: """
+                Each dead letter's stored bytes go through the same transaction and handlers as \
+                `once run`, in one transaction with its bookkeeping: its event id's dead_lettered claim \
+                is released first; if the record now goes through, the dead letter is resolved; if it \
+                fails again, it stays unresolved with the new reason and error. Either way its retry \
+                count goes up, and no second dead letter is written. Exit status 3 when any dead \
+                letter failed again.
+                """)
+
+        enum Format: String, ExpressibleByArgument, CaseIterable {
+            case text, json
+        }
+
+        @OptionGroup var connection: ConnectionOptions
+
+        @Argument(help: "The dead letter's id.")
+        var id: Int64?
+
+        @Flag(help: "Every unresolved dead letter of the group, oldest first.")
+        var all = false
+
+        @Option(help: "text or json.")
+        var format: Format = .text
+
+        func validate() throws {
+            guard (id != nil) != all else { throw ValidationError("give a dead letter id or --all (not both)") }
+        }
+
+        func run() async throws {
+            let settings = try connection.settings()
+            let logger = try connection.makeLogger()
+            let database = try await OperatorChecks.connect(settings, logger: logger)
+            var registry = HandlerRegistry()
+            Domain.register(into: &registry)
+            let retry = DeadLetterRetry(consumerGroup: settings.groupID, registry: registry)
+            var results: [DeadLetterRetryResult] = []
+            do {
+                let ids: [Int64]
+                if let id {
+                    ids = [id]
+                } else {
+                    ids = try await database.withConnection { db in try retry.unresolved(on: db) }
+                }
+                for id in ids {
+                    let result = try await database.withConnection { db in try retry.retry(id: id, on: db) }
+                    switch result.status {
+                    case .notFound: throw CommandFailure("there is no dead letter \(id)")
+                    case .otherGroup(let group):
+                        throw CommandFailure("dead letter \(id) belongs to group \(group); pass --group \(group)")
+                    default: break
+                    }
+                    results.append(result)
+                    if format == .text { print(Self.line(result)) }
+                }
+                await database.close()
+            } catch {
+                await database.close()
+                throw error as? CommandFailure ?? CommandFailure(OperatorText.oneLine("retry failed: \(error)"))
+            }
+
+            let failed = results.filter { !$0.isResolved }.count
+            switch format {
+            case .json:
+                print(
+                    JSONWriter.serializeString(
+                        .object([
+                            "consumer_group": .string(settings.groupID),
+                            "results": .array(results.map(Self.json)),
+                            "resolved": .integer(Int64(results.count - failed)),
+                            "unresolved": .integer(Int64(failed)),
+                        ])))
+            case .text where all && results.isEmpty:
+                print("no unresolved dead letters in group \(settings.groupID)")
+            case .text where all:
+                print("retried \(results.count): \(results.count - failed) resolved, \(failed) still unresolved")
+            case .text:
+                break
+            }
+            if failed > 0 { throw ExitCode(3) }
+        }
+
+        static func line(_ result: DeadLetterRetryResult) -> String {
+            switch result.status {
+            case .resolved(let outcome):
+                return "dead letter \(result.id): \(outcome.rawValue), resolved (retries \(result.retries))"
+            case .failedAgain(let note):
+                let why = OperatorText.clipped(note.message, 120)
+                return "dead letter \(result.id): failed again, \(note.reason.rawValue): \(why); "
+                    + "still unresolved (retries \(result.retries))"
+            case .alreadyResolved:
+                return "dead letter \(result.id): already resolved"
+            case .notFound:
+                return "dead letter \(result.id): not found"
+            case .otherGroup(let group):
+                return "dead letter \(result.id): belongs to group \(group)"
+            }
+        }
+
+        static func json(_ result: DeadLetterRetryResult) -> JSONValue {
+            var fields: [String: JSONValue] = ["id": .integer(result.id), "retries": .integer(Int64(result.retries))]
+            switch result.status {
+            case .resolved(let outcome):
+                fields["status"] = .string("resolved")
+                fields["outcome"] = .string(outcome.rawValue)
+            case .failedAgain(let note):
+                fields["status"] = .string("failed_again")
+                fields["outcome"] = .string(EventOutcome.deadLettered.rawValue)
+                fields["reason_code"] = .string(note.reason.rawValue)
+                fields["error"] = .string(note.message)
+            case .alreadyResolved:
+                fields["status"] = .string("already_resolved")
+            case .notFound:
+                fields["status"] = .string("not_found")
+            case .otherGroup(let group):
+                fields["status"] = .string("other_group")
+                fields["consumer_group"] = .string(group)
+            }
+            return .object(fields)
+        }
+    }
+
+    static func json(_ entry: DeadLetterEntry, payload: Bool) -> JSONValue {
+        var fields: [String: JSONValue] = [
+            "id": .integer(entry.id),
+            "consumer_group": .string(entry.consumerGroup),
+            "topic": .string(entry.source.topic),
+            "partition": .integer(Int64(entry.source.partition)),
+            "offset": .integer(entry.offset),
+            "event_id": .string(entry.eventID),
+            "reason_code": .string(entry.reasonCode),
+            "error": .string(entry.error),
+            "created_at": .string(OperatorText.time(entry.createdAt)),
+            "resolved_at": entry.resolvedAt.map { .string(OperatorText.time($0)) } ?? .null,
+            "retries": .integer(Int64(entry.retries)),
+        ]
+        if payload {
+            fields["headers"] = .array(
+                entry.headers.map { header in
+                    .object([
+                        "name": .string(header.name),
+                        "value": header.value.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null,
+                    ])
+                })
+            fields["payload_bytes"] = entry.payload.map { .integer(Int64($0.count)) } ?? .null
+            if let bytes = entry.payload, let document = try? JSONParser.parse(bytes) {
+                fields["payload_json"] = document
+            } else {
+                fields["payload_hex"] = entry.payload.map { .string(OperatorText.hex($0)) } ?? .null
+            }
+        }
+        return .object(fields)
+    }
+}

@@ -1,0 +1,185 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OnceCore
+import OnceKafka
+import OncePostgres
+
+// What the operator commands (replay, offsets, dlq) share: checking a partition on the broker,
+// quiet Kafka clients, tables, pretty JSON, hex dumps, times and a progress line.
+
+extension ConnectionOptions {
+    /// The logger for Kafka clients of a short command: librdkafka's own lines (connection
+    /// refused, retries) only when a log level was asked for; the command reports failures itself.
+    func kafkaLogger(_ base: Logger) -> Logger {
+        guard logLevel == nil && ProcessInfo.processInfo.environment["ONCE_LOG_LEVEL"] == nil else { return base }
+        var quiet = base
+        quiet.logLevel = .critical
+        return quiet
+    }
+}
+
+enum OperatorChecks {
+    /// Fails with one line unless the broker answers within seconds, has the topic, and the
+    /// topic has the partition.
+    static func checkPartition(_ partition: TopicPartition, settings: Settings, logger: Logger) async throws {
+        let brokers = try settings.requireBrokers()
+        let admin = try await KafkaAdmin(
+            bootstrapServers: brokers, properties: settings.kafkaProperties, logger: logger)
+        let count: Int32
+        do {
+            count = try await admin.partitionCount(topic: partition.topic, timeout: .seconds(5))
+            await admin.close()
+        } catch let error as KafkaError where error.kind == .unknownTopicOrPartition {
+            await admin.close()
+            throw CommandFailure("topic \(partition.topic) does not exist on \(brokers)")
+        } catch {
+            await admin.close()
+            throw CommandFailure("cannot reach the broker at \(brokers): \(error)")
+        }
+        guard partition.partition < count else {
+            let has = "\(partition.topic) has \(count) partition\(count == 1 ? "" : "s") (0…\(count - 1))"
+            throw CommandFailure("partition \(partition.partition) is out of range: \(has)")
+        }
+    }
+
+    /// The database session of an operator command, or one line saying why there is none.
+    static func connect(_ settings: Settings, logger: Logger) async throws -> PostgresClient {
+        do {
+            return try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
+        } catch let failure as CommandFailure {
+            throw CommandFailure(OperatorText.oneLine(failure.description))
+        }
+    }
+
+    /// A group id of its own for a reader outside the group, e.g. `once-replay-3f9a1c2e`.
+    static func readerGroupID(_ group: String, purpose: String) -> String {
+        "\(group)-\(purpose)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+    }
+
+    /// Turns a failure of a broker call into one line.
+    static func brokerFailure(_ error: any Error, settings: Settings) -> CommandFailure {
+        if let failure = error as? CommandFailure { return failure }
+        if let kafka = error as? KafkaError, [.timedOut, .transport].contains(kafka.kind) {
+            return CommandFailure("cannot reach the broker at \(settings.brokers ?? "?"): \(kafka)")
+        }
+        return CommandFailure(OperatorText.oneLine("\(error)"))
+    }
+}
+
+enum OperatorText {
+    /// Columns padded to their widest cell; numbers right-aligned.
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows {
+            for (index, cell) in row.enumerated() where index < widths.count {
+                widths[index] = max(widths[index], cell.count)
+            }
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { index, cell in
+                let pad = String(repeating: " ", count: widths[index] - cell.count)
+                return Int64(cell) != nil ? pad + cell : cell + pad
+            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+        }
+        return ([line(header)] + rows.map(line)).joined(separator: "\n")
+    }
+
+    /// `text` on one line (libpq's messages go on over an indented second line).
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+    }
+
+    /// One line, at most `limit` characters.
+    static func clipped(_ text: String, _ limit: Int) -> String {
+        let flat = oneLine(text)
+        return flat.count <= limit ? flat : String(flat.prefix(limit - 1)) + "…"
+    }
+
+    /// JSON indented by two spaces, keys in order.
+    static func prettyJSON(_ value: JSONValue, indent: String = "") -> String {
+        let inner = indent + "  "
+        switch value {
+        case .array(let items) where !items.isEmpty:
+            return "[\n" + items.map { inner + prettyJSON($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
+        case .object(let members) where !members.isEmpty:
+            let lines = members.keys.sorted().map { key in
+                inner + JSONWriter.serializeString(.string(key)) + ": " + prettyJSON(members[key]!, indent: inner)
+            }
+            return "{\n" + lines.joined(separator: ",\n") + "\n\(indent)}"
+        default:
+            return JSONWriter.serializeString(value)
+        }
+    }
+
+    /// `hexdump -C` style: offset, 16 bytes in hex, the printable ones as text.
+    static func hexDump(_ bytes: [UInt8]) -> String {
+        stride(from: 0, to: bytes.count, by: 16).map { start in
+            let chunk = bytes[start..<min(start + 16, bytes.count)]
+            var hex = chunk.enumerated().map { index, byte in (index == 8 ? " " : "") + hexByte(byte) }.joined(
+                separator: " ")
+            hex += String(repeating: " ", count: max(0, 49 - hex.count))
+            let text = String(chunk.map { (0x20..<0x7f).contains($0) ? Character(UnicodeScalar($0)) : "." })
+            return String(format: "%08x", start) + "  " + hex + " |" + text + "|"
+        }.joined(separator: "\n")
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map(hexByte).joined() }
+
+    /// The count of each outcome, as JSON.
+    static func outcomes(_ report: ProcessReport) -> JSONValue {
+        .object(
+            Dictionary(uniqueKeysWithValues: EventOutcome.allCases.map { ($0.rawValue, .integer(Int64(report[$0]))) }))
+    }
+
+    private static func hexByte(_ byte: UInt8) -> String {
+        let digits = Array("0123456789abcdef")
+        return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0f)]])
+    }
+
+    /// RFC 3339 in UTC, to the second.
+    static func time(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: date)
+    }
+
+    /// Reads an RFC 3339 timestamp (fractional seconds and offsets allowed).
+    static func parseTime(_ text: String) -> Date? {
+        guard RFC3339.isValid(text) else { return nil }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return date }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text)
+    }
+}
+
+/// A progress line on standard error, redrawn in place; drawn only when standard error is a
+/// terminal, so nothing of it reaches a pipe or a log file.
+final class OperatorProgress {
+    private let enabled = isatty(STDERR_FILENO) == 1
+    private var lastDrawn: ContinuousClock.Instant?
+    private var drawn = false
+
+    func show(_ text: String, force: Bool = false) {
+        guard enabled else { return }
+        let now = ContinuousClock.now
+        if !force, let lastDrawn, now - lastDrawn < .milliseconds(100) { return }
+        lastDrawn = now
+        drawn = true
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+    }
+
+    /// A bar of `width` cells, `fraction` of them full.
+    static func bar(_ fraction: Double, width: Int = 30) -> String {
+        let full = Int((max(0, min(1, fraction)) * Double(width)).rounded(.down))
+        return "[" + String(repeating: "#", count: full) + String(repeating: "-", count: width - full) + "]"
+    }
+
+    /// Clears the line before the result is printed.
+    func finish() {
+        guard enabled, drawn else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+}
