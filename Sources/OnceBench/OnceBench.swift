@@ -80,11 +80,14 @@ struct OnceBench: AsyncParsableCommand {
     @Option(help: "A label for the code measured (the bench script passes the git commit).")
     var commit = "unknown"
 
+    @Flag(help: "Leave the bench's topics on the broker (for profiling runs by hand).")
+    var keepTopics = false
+
     func validate() throws {
         guard events > 0, perRecordEvents > 0, accounts > 1, partitions > 0 else {
             throw ValidationError("counts must be positive (and at least 2 accounts)")
         }
-        let known: Set<String> = ["batched", "per-record", "ceiling", "replay", "latency"]
+        let known: Set<String> = ["read", "batched", "per-record", "ceiling", "replay", "latency"]
         for step in stepList where !known.contains(step) { throw ValidationError("unknown step \(step)") }
         if stepList.contains("replay") && !stepList.contains("batched") {
             throw ValidationError("replay replays the batched run: include the batched step")
@@ -139,7 +142,7 @@ struct OnceBench: AsyncParsableCommand {
         try await admin.createTopics(
             [topics.main, topics.prefix, topics.latency].map { KafkaTopicSpecification(name: $0, partitions: partitions) })
         let produceStarted = ContinuousClock.now
-        if !steps.isDisjoint(with: ["batched", "replay"]) {
+        if !steps.isDisjoint(with: ["read", "batched", "replay"]) {
             try await produce(workload.outgoing(topic: topics.main), brokers: brokers)
         }
         if steps.contains("per-record") {
@@ -164,6 +167,12 @@ struct OnceBench: AsyncParsableCommand {
             targets: [], failures: [], totalSeconds: 0)
 
         do {
+            if steps.contains("read") {
+                for properties in readProperties {
+                    let result = try await ReadStep.run(topic: topics.main, expectation: full, properties: properties, context: context)
+                    say("read: \(Int(result.recordsPerSecond)) records/s (\(result.records) in \(String(format: "%.2f", result.seconds)) s, \(result.polls) polls) with \(properties)")
+                }
+            }
             if steps.contains("batched") {
                 say("batched: once run --max-batch \(maxBatch) --connections \(connections)")
                 let result = try await ConsumeStep.run(
@@ -196,7 +205,7 @@ struct OnceBench: AsyncParsableCommand {
                     database: database, group: "bench-\(runID)-batched", topic: topics.main, expectation: full,
                     batchSize: replayBatch, context: context)
                 report.replay = result
-                say("replay: \(Int(result.eventsPerSecond)) events/s (\(String(format: "%.2f", result.seconds)) s)")
+                say("replay: \(Int(result.eventsPerSecond)) events/s (\(String(format: "%.2f", result.seconds)) s; polls \(String(format: "%.2f", result.pollSeconds)) s, database waits \(String(format: "%.2f", result.databaseWaitSeconds)) s)")
             }
             if steps.contains("latency") {
                 say("latency: \(latencyRate) events/s for \(latencySeconds) s to a running once run")
@@ -212,7 +221,11 @@ struct OnceBench: AsyncParsableCommand {
             report.failures.append("\(error)")
         }
 
-        try? await admin.deleteTopics([topics.main, topics.prefix, topics.latency])
+        if keepTopics {
+            say("kept topics \(topics.main), \(topics.prefix), \(topics.latency)")
+        } else {
+            try? await admin.deleteTopics([topics.main, topics.prefix, topics.latency])
+        }
         await admin.close()
 
         machine.loadAverageAtEnd = Machine.loadAverage()
@@ -228,6 +241,12 @@ struct OnceBench: AsyncParsableCommand {
         print(report.markdown())
         say("wrote \(json)")
         if !report.correct { throw ExitCode(1) }
+    }
+
+    /// librdkafka fetch settings tried by the read step.
+    private var readProperties: [[String: String]] {
+        [[:], ["fetch.wait.max.ms": "10"], ["max.partition.fetch.bytes": "10485760", "fetch.max.bytes": "104857600"],
+         ["fetch.queue.backoff.ms": "0", "fetch.wait.max.ms": "10"]]
     }
 
     private func summary(_ result: ConsumeResult) -> String {

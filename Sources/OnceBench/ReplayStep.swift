@@ -23,6 +23,9 @@ struct ReplayResult: Codable, Sendable {
     var outcomes: [String: Int]
     var seconds: Double
     var eventsPerSecond: Double
+    /// Time spent waiting for Kafka polls and for the database, out of `seconds`.
+    var pollSeconds: Double
+    var databaseWaitSeconds: Double
     var checks: [Check]
 }
 
@@ -44,33 +47,42 @@ enum ReplayStep {
         var transactions = 0
         let started = ContinuousClock.now
         var pending: Task<ProcessReport, Error>?
+        var pollTime = Duration.zero
+        var databaseWait = Duration.zero
         func submit(_ batch: [KafkaRecord]) async throws {
+            let waitStarted = ContinuousClock.now
             if let previous = pending { report.add(try await previous.value) }
+            databaseWait += ContinuousClock.now - waitStarted
             transactions += 1
             pending = Task { try await session.withConnection { db in try processor.process(batch, on: db) } }
         }
-        for partition in expectation.recordsPerPartition.keys.sorted() {
-            let end = Int64(expectation.recordsPerPartition[partition]!)
-            let tp = TopicPartition(topic, partition)
-            try await consumer.assign([tp: 0])
-            var next: Int64 = 0
-            var batch: [KafkaRecord] = []
-            let deadline = ContinuousClock.now + .seconds(60)
-            while next < end {
-                guard ContinuousClock.now < deadline else { throw BenchFailure("replay: \(tp) stalled at offset \(next)") }
-                let polled = try await consumer.poll(maxRecords: batchSize, timeout: .milliseconds(100))
-                for record in polled.records where record.topicPartition == tp && record.offset >= next && record.offset < end {
-                    batch.append(record)
-                    next = record.offset + 1
-                    if batch.count == batchSize {
-                        try await submit(batch)
-                        batch = []
-                    }
+        // Every partition assigned at once (a fresh assignment costs a fetch round of its own);
+        // records gathered per partition into batches of one partition each.
+        var ends: [TopicPartition: Int64] = [:]
+        for (partition, count) in expectation.recordsPerPartition { ends[TopicPartition(topic, partition)] = Int64(count) }
+        try await consumer.assign(ends.mapValues { _ in 0 })
+        var next: [TopicPartition: Int64] = ends.mapValues { _ in 0 }
+        var batches: [TopicPartition: [KafkaRecord]] = [:]
+        let deadline = ContinuousClock.now + .seconds(120)
+        while next.contains(where: { $0.value < ends[$0.key]! }) {
+            guard ContinuousClock.now < deadline else { throw BenchFailure("replay: reading \(topic) stalled at \(next)") }
+            let pollStarted = ContinuousClock.now
+            let polled = try await consumer.poll(maxRecords: batchSize, timeout: .milliseconds(100))
+            pollTime += ContinuousClock.now - pollStarted
+            for record in polled.records {
+                let tp = record.topicPartition
+                guard let end = ends[tp], record.offset >= next[tp]!, record.offset < end else { continue }
+                batches[tp, default: []].append(record)
+                next[tp] = record.offset + 1
+                if batches[tp]!.count == batchSize || next[tp] == end {
+                    try await submit(batches[tp]!)
+                    batches[tp] = []
                 }
             }
-            if !batch.isEmpty { try await submit(batch) }
         }
+        let lastWait = ContinuousClock.now
         if let last = pending { report.add(try await last.value) }
+        databaseWait += ContinuousClock.now - lastWait
         let seconds = (ContinuousClock.now - started).seconds
         await consumer.close()
         await session.close()
@@ -84,6 +96,7 @@ enum ReplayStep {
             topic: topic, partitions: expectation.recordsPerPartition.count, records: expectation.records,
             batchSize: batchSize, transactions: transactions,
             outcomes: Dictionary(uniqueKeysWithValues: report.counts.map { ($0.key.rawValue, $0.value) }),
-            seconds: seconds, eventsPerSecond: Double(expectation.records) / seconds, checks: checks)
+            seconds: seconds, eventsPerSecond: Double(expectation.records) / seconds, pollSeconds: pollTime.seconds,
+            databaseWaitSeconds: databaseWait.seconds, checks: checks)
     }
 }

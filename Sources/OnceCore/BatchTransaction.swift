@@ -86,7 +86,7 @@ struct BatchTransaction {
             ).map { try $0.decode(String.self, column: 0) })
             let new = candidates.filter { fresh.contains($0.eventID) }
 
-            // 3. Handlers, on runs of one event type, in offset order.
+            // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
             let outbox = OutboxWriter()
             let context = HandlerContext(connection: tx, consumerGroup: group, outbox: outbox)
             var outcomes: [(String, EventOutcome)] = []
@@ -235,16 +235,35 @@ extension BatchRecord {
 }
 
 extension Array where Element == BatchRecord {
-    /// Consecutive valid events of one type, in offset order.
+    /// Consecutive valid events of one type (or sharing one `CommandSharedAcrossTypes` command
+    /// type), in offset order: each run is one handler call.
     func eventRuns() -> [[DecodedEvent]] {
         var runs: [[DecodedEvent]] = []
         for case .event(let event) in self {
-            if let last = runs.last?.last, last.envelope.type == event.envelope.type {
+            if let last = runs.last?.last, last.sharesRun(with: event) {
                 runs[runs.count - 1].append(event)
             } else {
                 runs.append([event])
             }
         }
         return runs
+    }
+}
+
+/// A handler command that events of several types share, so that consecutive events of those
+/// types make one run, applied in one handler call in offset order (by the handler of the
+/// run's first event) instead of one call per type. Every handler whose `Command` is such a
+/// type must apply any event carrying it, whatever its envelope type.
+///
+/// The credit handlers use it: a partition's interleaved charges and grants are posted by one
+/// statement, which locks accounts in one order (two statements per transaction could
+/// deadlock with another partition's) and costs one round trip instead of one per run.
+public protocol CommandSharedAcrossTypes: Sendable {}
+
+extension DecodedEvent {
+    func sharesRun(with next: DecodedEvent) -> Bool {
+        if envelope.type == next.envelope.type { return true }
+        return command is any CommandSharedAcrossTypes
+            && ObjectIdentifier(type(of: command)) == ObjectIdentifier(type(of: next.command))
     }
 }

@@ -36,23 +36,48 @@ final class OutboxWriter {
 
     func insert(_ messages: [OutboxMessage], on connection: PostgresConnection) throws {
         guard !messages.isEmpty else { return }
-        // One round trip for the lot; rows with an existing business key are skipped.
-        _ = try connection.pipeline { pipeline in
-            for message in messages {
-                let headers = JSONWriter.serializeString(.object(message.headers.mapValues { .string($0) }))
-                try pipeline.query(
-                    """
-                    INSERT INTO outbox (tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7)
-                    ON CONFLICT (tenant_id, event_type, aggregate_id) DO NOTHING
-                    """,
-                    [
-                        .text(message.tenantID), .text(message.eventType), .text(message.aggregateID),
-                        .text(message.topic), PostgresValue(message.key), PostgresValue(message.payload),
-                        .jsonb(headers),
-                    ])
+        // One statement for the lot, rows inserted in message order (so ids follow it); rows with
+        // an existing business key are skipped. Payloads and headers travel in one binary
+        // parameter, cut by (start, length) pairs, so no byte of them is escaped or re-encoded.
+        var blob: [UInt8] = []
+        var payloadStarts: [Int64?] = []
+        var payloadLengths: [Int64?] = []
+        var headerStarts: [Int64] = []
+        var headerLengths: [Int64] = []
+        for message in messages {
+            if let payload = message.payload {
+                payloadStarts.append(Int64(blob.count + 1))
+                payloadLengths.append(Int64(payload.count))
+                blob.append(contentsOf: payload)
+            } else {
+                payloadStarts.append(nil)
+                payloadLengths.append(nil)
             }
+            let headers = JSONWriter.serialize(.object(message.headers.mapValues { .string($0) }))
+            headerStarts.append(Int64(blob.count + 1))
+            headerLengths.append(Int64(headers.count))
+            blob.append(contentsOf: headers)
         }
+        try connection.execute(
+            """
+            INSERT INTO outbox (tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
+            SELECT m.tenant_id, m.event_type, m.aggregate_id, m.topic, m.message_key,
+                   substring($6::bytea FROM m.payload_start::integer FOR m.payload_length::integer),
+                   convert_from(substring($6::bytea FROM m.headers_start::integer FOR m.headers_length::integer), 'UTF8')::jsonb
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                        $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) WITH ORDINALITY
+                AS m(tenant_id, event_type, aggregate_id, topic, message_key,
+                     payload_start, payload_length, headers_start, headers_length, n)
+            ORDER BY m.n
+            ON CONFLICT (tenant_id, event_type, aggregate_id) DO NOTHING
+            """,
+            [
+                .textArray(messages.map(\.tenantID)), .textArray(messages.map(\.eventType)),
+                .textArray(messages.map(\.aggregateID)), .textArray(messages.map(\.topic)),
+                .textArray(messages.map(\.key)), .bytea(blob),
+                .int64Array(payloadStarts), .int64Array(payloadLengths),
+                .int64Array(headerStarts.map { $0 }), .int64Array(headerLengths.map { $0 }),
+            ])
         inserted += messages.count
     }
 }

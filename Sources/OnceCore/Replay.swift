@@ -72,12 +72,12 @@ public struct PartitionReplay: Sendable {
 
         let read: PartitionRead
         do {
-            read = try await reader.read(from: request.from, through: request.through, maxRecords: request.batchSize) {
-                records in
+            let size = request.batchSize
+            read = try await reader.read(from: request.from, through: request.through, maxRecords: size) { records in
                 pending += records
-                while pending.count >= request.batchSize {
-                    try await flush(Array(pending.prefix(request.batchSize)))
-                    pending.removeFirst(request.batchSize)
+                while pending.count >= size {
+                    try await flush(Array(pending.prefix(size)))
+                    pending.removeFirst(size)
                 }
                 return true
             }
@@ -97,7 +97,8 @@ public struct PartitionReplay: Sendable {
         var attempt = 0
         while true {
             do {
-                return try await database.withConnection { db in try processor.process(records, dryRun: dryRun, on: db)
+                return try await database.withConnection { db in
+                    try processor.process(records, dryRun: dryRun, on: db)
                 }
             } catch let error as PostgresError where error.isTransient && attempt < transientAttempts {
                 attempt += 1
@@ -118,10 +119,12 @@ public struct ReplayProgress: Sendable, Hashable {
     /// `--to-offset`, or the reported end of the log (which the replay may pass).
     public var estimatedLast: Int64
 
-    /// Done so far, from 0 to 1.
-    public var fraction: Double {
+    /// Done so far, from 0 to 1; nil once the replay reads past the estimate (the broker
+    /// reported an end below the real one).
+    public var fraction: Double? {
+        guard offset <= estimatedLast else { return nil }
         guard estimatedLast > from else { return 1 }
-        return min(1, Double(offset - from + 1) / Double(estimatedLast - from + 1))
+        return Double(offset - from + 1) / Double(estimatedLast - from + 1)
     }
 }
 

@@ -8,17 +8,8 @@ import OnceCore
 /// same handler call or long after, writes nothing: it is `duplicate` when its account and
 /// credits match the charge, `conflict` (listed in `credit_conflicts`) when they do not.
 public struct BatchCompletedHandler: EventHandler {
-    public struct Command: Sendable, Hashable {
-        public var batchID: String
-        public var accountID: String
-        public var credits: Int64
-
-        public init(batchID: String, accountID: String, credits: Int64) {
-            self.batchID = batchID
-            self.accountID = accountID
-            self.credits = credits
-        }
-    }
+    /// A charge; shared with `credits.granted` so that both post in one call (`CreditLedger`).
+    public typealias Command = CreditPosting
 
     public static let eventType = "batch.completed"
     /// The outbound event type.
@@ -35,41 +26,15 @@ public struct BatchCompletedHandler: EventHandler {
 
     public func decode(_ envelope: Envelope) throws(EnvelopeError) -> Command {
         let data = EventData(envelope)
-        return Command(
-            batchID: try data.string("batch_id", length: 1...128),
+        let posting = LedgerPosting(
+            businessKey: try data.string("batch_id", length: 1...128),
             accountID: try data.string("account_id", length: 1...128),
             credits: try data.integer("credits", in: 0...Self.maxCredits))
+        return CreditPosting(kind: .charge, posting: posting, topic: topic)
     }
 
+    /// Posts the run's charges (and any grants among them, in offset order).
     public func apply(_ inputs: [HandlerInput<Command>], in context: HandlerContext) throws -> [EventOutcome] {
-        let results = try CreditLedger.post(
-            inputs.map { input in
-                (
-                    input.envelope,
-                    LedgerPosting(
-                        businessKey: input.command.batchID, accountID: input.command.accountID,
-                        credits: input.command.credits)
-                )
-            },
-            kind: .charge, on: context.connection)
-
-        var messages: [OutboxMessage] = []
-        for (input, result) in zip(inputs, results) {
-            guard result.outcome == .applied, let balanceAfter = result.balanceAfter else { continue }
-            let command = input.command
-            messages.append(
-                OutboundEvent(
-                    type: Self.chargedType, tenantID: input.envelope.tenantID, aggregateID: command.batchID,
-                    topic: topic, key: command.accountID, source: input.envelope,
-                    data: [
-                        "batch_id": .string(command.batchID),
-                        "account_id": .string(command.accountID),
-                        "credits": .integer(command.credits),
-                        "balance_after": .integer(balanceAfter),
-                    ]
-                ).outboxMessage)
-        }
-        try context.publish(messages)
-        return results.map(\.outcome)
+        try CreditLedger.apply(inputs, in: context)
     }
 }

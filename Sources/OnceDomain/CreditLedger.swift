@@ -20,6 +20,23 @@ struct LedgerPosting: Sendable, Hashable {
     var credits: Int64
 }
 
+/// The command of both credit handlers: a charge (`batch.completed`) or a grant
+/// (`credits.granted`), with the topic its outbound event goes to. Sharing it across the two
+/// event types lets a partition's consecutive charges and grants reach one handler call, in
+/// offset order (`CommandSharedAcrossTypes`), which posts them all with one statement.
+public struct CreditPosting: CommandSharedAcrossTypes, Hashable {
+    var kind: LedgerKind
+    var posting: LedgerPosting
+    /// Where the outbound `credits.charged` or `credits.granted` goes.
+    var topic: String
+
+    /// The batch id of a charge, the grant id of a grant.
+    public var businessKey: String { posting.businessKey }
+    public var accountID: String { posting.accountID }
+    public var credits: Int64 { posting.credits }
+    public var isCharge: Bool { kind == .charge }
+}
+
 /// What became of one posting.
 struct LedgerResult: Sendable, Hashable {
     var outcome: EventOutcome
@@ -30,8 +47,9 @@ struct LedgerResult: Sendable, Hashable {
 /// Posts charges and grants exactly once per (tenant, kind, business key), keeping every
 /// account's balance equal to the sum of its ledger amounts.
 ///
-/// A handler call's postings (one partition's events of one type, in offset order) take one
-/// round trip when they are all new, and at most three when some business keys were seen:
+/// A handler call's postings (one partition's consecutive charges and grants, in offset order)
+/// take one round trip when they are all new, and at most three when some business keys were
+/// seen:
 ///
 /// 1. one statement inserts the ledger rows of the first posting of each business key
 ///    (`ON CONFLICT DO NOTHING RETURNING`) and, from exactly the rows inserted, creates or
@@ -39,7 +57,8 @@ struct LedgerResult: Sendable, Hashable {
 ///    locks each account row and adds to its latest balance, so concurrent partitions
 ///    touching one account serialise instead of losing an update; ledger keys and accounts are
 ///    locked in key order, so two transactions over overlapping keys queue instead of
-///    deadlocking (a deadlock that still happens across calls is transient and retried).
+///    deadlocking (a deadlock that still happens across calls, when other event types split a
+///    partition's credits into several calls, is transient and retried).
 /// 2. for the business keys whose row already existed, the standing row is read back;
 /// 3. postings that disagree with the standing row (another account or amount) are recorded
 ///    in `credit_conflicts` for the audit.
@@ -49,6 +68,7 @@ struct LedgerResult: Sendable, Hashable {
 enum CreditLedger {
     private struct Key: Hashable {
         var tenantID: String
+        var kind: LedgerKind
         var businessKey: String
     }
 
@@ -64,14 +84,37 @@ enum CreditLedger {
         var eventID: String
     }
 
-    static func post(
-        _ postings: [(envelope: Envelope, posting: LedgerPosting)], kind: LedgerKind, on db: PostgresConnection
-    ) throws -> [LedgerResult] {
+    /// Posts the inputs and queues one outbound event (`credits.charged` or `credits.granted`,
+    /// with the balance right after the posting in offset order) per posting applied.
+    static func apply(_ inputs: [HandlerInput<CreditPosting>], in context: HandlerContext) throws -> [EventOutcome] {
+        let results = try post(inputs.map { ($0.envelope, $0.command) }, on: context.connection)
+        var messages: [OutboxMessage] = []
+        for (input, result) in zip(inputs, results) {
+            guard result.outcome == .applied, let balanceAfter = result.balanceAfter else { continue }
+            let command = input.command
+            let charge = command.kind == .charge
+            messages.append(
+                OutboundEvent(
+                    type: charge ? BatchCompletedHandler.chargedType : CreditsGrantedHandler.grantedType,
+                    tenantID: input.envelope.tenantID, aggregateID: command.businessKey,
+                    topic: command.topic, key: command.accountID, source: input.envelope,
+                    data: [
+                        charge ? "batch_id" : "grant_id": .string(command.businessKey),
+                        "account_id": .string(command.accountID),
+                        "credits": .integer(command.credits),
+                        "balance_after": .integer(balanceAfter),
+                    ]
+                ).outboxMessage)
+        }
+        try context.publish(messages)
+        return results.map(\.outcome)
+    }
+
+    static func post(_ postings: [(envelope: Envelope, command: CreditPosting)], on db: PostgresConnection) throws -> [LedgerResult] {
         // The first posting of each business key is the one that may apply.
         var firstIndex: [Key: Int] = [:]
-        for (index, item) in postings.enumerated() {
-            let key = Key(tenantID: item.envelope.tenantID, businessKey: item.posting.businessKey)
-            if firstIndex[key] == nil { firstIndex[key] = index }
+        for (index, item) in postings.enumerated() where firstIndex[key(item)] == nil {
+            firstIndex[key(item)] = index
         }
         let candidates = postings.indices.filter { firstIndex[key(postings[$0])] == $0 }
 
@@ -80,18 +123,18 @@ enum CreditLedger {
             """
             WITH posting AS (
                 SELECT * FROM unnest(
-                    $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
-                    AS p(tenant_id, business_key, account_id, credits, amount, event_id, occurred_us)
+                    $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
+                    AS p(tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_us)
             ),
             posted AS (
                 INSERT INTO credit_ledger
                     (tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_at)
-                SELECT tenant_id, $1, business_key, account_id, credits, amount, event_id,
+                SELECT tenant_id, kind, business_key, account_id, credits, amount, event_id,
                        timestamptz 'epoch' + occurred_us * interval '1 microsecond'
                 FROM posting
-                ORDER BY tenant_id, business_key
+                ORDER BY tenant_id, kind, business_key
                 ON CONFLICT (tenant_id, kind, business_key) DO NOTHING
-                RETURNING tenant_id, business_key, account_id, amount
+                RETURNING tenant_id, kind, business_key, account_id, amount
             ),
             account AS (
                 INSERT INTO credit_accounts AS a (tenant_id, account_id, balance)
@@ -102,16 +145,16 @@ enum CreditLedger {
                     DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now()
                 RETURNING tenant_id, account_id, balance
             )
-            SELECT posted.tenant_id, posted.business_key, account.account_id, account.balance
+            SELECT posted.tenant_id, posted.kind, posted.business_key, account.account_id, account.balance
             FROM posted JOIN account USING (tenant_id, account_id)
             """,
             [
-                .text(kind.rawValue),
                 .textArray(candidates.map { postings[$0].envelope.tenantID }),
-                .textArray(candidates.map { postings[$0].posting.businessKey }),
-                .textArray(candidates.map { postings[$0].posting.accountID }),
-                .int64Array(candidates.map { postings[$0].posting.credits }),
-                .int64Array(candidates.map { kind.amount(postings[$0].posting.credits) }),
+                .textArray(candidates.map { postings[$0].command.kind.rawValue }),
+                .textArray(candidates.map { postings[$0].command.businessKey }),
+                .textArray(candidates.map { postings[$0].command.accountID }),
+                .int64Array(candidates.map { postings[$0].command.credits }),
+                .int64Array(candidates.map { amount(postings[$0].command) }),
                 .textArray(candidates.map { postings[$0].envelope.eventID }),
                 .int64Array(try candidates.map { try occurredMicroseconds(postings[$0].envelope) }),
             ])
@@ -119,27 +162,27 @@ enum CreditLedger {
         var finalBalance: [AccountKey: Int64] = [:]
         for row in rows {
             let tenantID = try row.decode(String.self, column: 0)
-            applied.insert(Key(tenantID: tenantID, businessKey: try row.decode(String.self, column: 1)))
-            finalBalance[AccountKey(tenantID: tenantID, accountID: try row.decode(String.self, column: 2))] =
-                try row.decode(Int64.self, column: 3)
+            guard let kind = LedgerKind(rawValue: try row.decode(String.self, column: 1)) else { continue }
+            applied.insert(Key(tenantID: tenantID, kind: kind, businessKey: try row.decode(String.self, column: 2)))
+            finalBalance[AccountKey(tenantID: tenantID, accountID: try row.decode(String.self, column: 3))] =
+                try row.decode(Int64.self, column: 4)
         }
 
         // Balance after each applied posting, in offset order: the balance before this call's
         // postings is the new balance less their sum.
         var running = finalBalance
         for index in candidates.reversed() where applied.contains(key(postings[index])) {
-            let account = accountKey(postings[index])
-            running[account]! -= kind.amount(postings[index].posting.credits)
+            running[accountKey(postings[index])]! -= amount(postings[index].command)
         }
         var results = [LedgerResult](repeating: LedgerResult(outcome: .duplicate), count: postings.count)
         var standing: [Key: Standing] = [:]
         for index in candidates where applied.contains(key(postings[index])) {
-            let (envelope, posting) = postings[index]
+            let (envelope, command) = postings[index]
             let account = accountKey(postings[index])
-            running[account]! += kind.amount(posting.credits)
+            running[account]! += amount(command)
             results[index] = LedgerResult(outcome: .applied, balanceAfter: running[account]!)
             standing[key(postings[index])] = Standing(
-                accountID: posting.accountID, credits: posting.credits, eventID: envelope.eventID)
+                accountID: command.accountID, credits: command.credits, eventID: envelope.eventID)
         }
 
         // 2. The standing rows of business keys seen before this call.
@@ -147,33 +190,34 @@ enum CreditLedger {
         if !seen.isEmpty {
             let existing = try db.query(
                 """
-                SELECT l.tenant_id, l.business_key, l.account_id, l.credits, l.event_id
+                SELECT l.tenant_id, l.kind, l.business_key, l.account_id, l.credits, l.event_id
                 FROM credit_ledger l
-                JOIN unnest($2::text[], $3::text[]) AS k(tenant_id, business_key) USING (tenant_id, business_key)
-                WHERE l.kind = $1
+                JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, kind, business_key)
+                    USING (tenant_id, kind, business_key)
                 """,
-                [.text(kind.rawValue), .textArray(seen.map(\.tenantID)), .textArray(seen.map(\.businessKey))])
+                [.textArray(seen.map(\.tenantID)), .textArray(seen.map(\.kind.rawValue)), .textArray(seen.map(\.businessKey))])
             for row in existing {
+                guard let kind = LedgerKind(rawValue: try row.decode(String.self, column: 1)) else { continue }
                 let key = Key(
-                    tenantID: try row.decode(String.self, column: 0),
-                    businessKey: try row.decode(String.self, column: 1))
+                    tenantID: try row.decode(String.self, column: 0), kind: kind,
+                    businessKey: try row.decode(String.self, column: 2))
                 standing[key] = Standing(
-                    accountID: try row.decode(String.self, column: 2), credits: try row.decode(Int64.self, column: 3),
-                    eventID: try row.decode(String.self, column: 4))
+                    accountID: try row.decode(String.self, column: 3), credits: try row.decode(Int64.self, column: 4),
+                    eventID: try row.decode(String.self, column: 5))
             }
         }
 
         // Every posting not applied is compared with what the ledger holds for its key.
         var conflicts: [(index: Int, standing: Standing)] = []
         for index in postings.indices where results[index].outcome != .applied {
+            let command = postings[index].command
             guard let held = standing[key(postings[index])] else {
                 throw PermanentHandlerError(
-                    "credit_ledger has no \(kind.rawValue) for business key "
-                        + "\(postings[index].posting.businessKey) after a conflicting insert"
+                    "credit_ledger has no \(command.kind.rawValue) for business key "
+                        + "\(command.businessKey) after a conflicting insert"
                 )
             }
-            let posting = postings[index].posting
-            if held.accountID == posting.accountID && held.credits == posting.credits {
+            if held.accountID == command.accountID && held.credits == command.credits {
                 results[index] = LedgerResult(outcome: .duplicate)
             } else {
                 results[index] = LedgerResult(outcome: .conflict)
@@ -188,21 +232,22 @@ enum CreditLedger {
                 INSERT INTO credit_conflicts
                     (tenant_id, kind, business_key, event_id, account_id, credits,
                      existing_event_id, existing_account_id, existing_credits)
-                SELECT c.tenant_id, $1, c.business_key, c.event_id, c.account_id, c.credits,
+                SELECT c.tenant_id, c.kind, c.business_key, c.event_id, c.account_id, c.credits,
                        c.existing_event_id, c.existing_account_id, c.existing_credits
                 FROM unnest(
-                    $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[])
-                    AS c(tenant_id, business_key, event_id, account_id, credits,
+                    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+                    $9::bigint[])
+                    AS c(tenant_id, kind, business_key, event_id, account_id, credits,
                          existing_event_id, existing_account_id, existing_credits)
                 ON CONFLICT (tenant_id, kind, business_key, event_id) DO NOTHING
                 """,
                 [
-                    .text(kind.rawValue),
                     .textArray(conflicts.map { postings[$0.index].envelope.tenantID }),
-                    .textArray(conflicts.map { postings[$0.index].posting.businessKey }),
+                    .textArray(conflicts.map { postings[$0.index].command.kind.rawValue }),
+                    .textArray(conflicts.map { postings[$0.index].command.businessKey }),
                     .textArray(conflicts.map { postings[$0.index].envelope.eventID }),
-                    .textArray(conflicts.map { postings[$0.index].posting.accountID }),
-                    .int64Array(conflicts.map { postings[$0.index].posting.credits }),
+                    .textArray(conflicts.map { postings[$0.index].command.accountID }),
+                    .int64Array(conflicts.map { postings[$0.index].command.credits }),
                     .textArray(conflicts.map(\.standing.eventID)),
                     .textArray(conflicts.map(\.standing.accountID)),
                     .int64Array(conflicts.map(\.standing.credits)),
@@ -211,12 +256,14 @@ enum CreditLedger {
         return results
     }
 
-    private static func key(_ item: (envelope: Envelope, posting: LedgerPosting)) -> Key {
-        Key(tenantID: item.envelope.tenantID, businessKey: item.posting.businessKey)
+    private static func amount(_ command: CreditPosting) -> Int64 { command.kind.amount(command.credits) }
+
+    private static func key(_ item: (envelope: Envelope, command: CreditPosting)) -> Key {
+        Key(tenantID: item.envelope.tenantID, kind: item.command.kind, businessKey: item.command.businessKey)
     }
 
-    private static func accountKey(_ item: (envelope: Envelope, posting: LedgerPosting)) -> AccountKey {
-        AccountKey(tenantID: item.envelope.tenantID, accountID: item.posting.accountID)
+    private static func accountKey(_ item: (envelope: Envelope, command: CreditPosting)) -> AccountKey {
+        AccountKey(tenantID: item.envelope.tenantID, accountID: item.command.accountID)
     }
 }
 

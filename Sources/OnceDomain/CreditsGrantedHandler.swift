@@ -7,17 +7,8 @@ import OnceCore
 /// repeated grant id writes nothing: `duplicate` when account and credits match, `conflict`
 /// (listed in `credit_conflicts`) when they do not.
 public struct CreditsGrantedHandler: EventHandler {
-    public struct Command: Sendable, Hashable {
-        public var grantID: String
-        public var accountID: String
-        public var credits: Int64
-
-        public init(grantID: String, accountID: String, credits: Int64) {
-            self.grantID = grantID
-            self.accountID = accountID
-            self.credits = credits
-        }
-    }
+    /// A grant; shared with `batch.completed` so that both post in one call (`CreditLedger`).
+    public typealias Command = CreditPosting
 
     public static let eventType = "credits.granted"
     /// The outbound event type (the same name as the inbound one, on the ledger topic).
@@ -34,41 +25,15 @@ public struct CreditsGrantedHandler: EventHandler {
 
     public func decode(_ envelope: Envelope) throws(EnvelopeError) -> Command {
         let data = EventData(envelope)
-        return Command(
-            grantID: try data.string("grant_id", length: 1...128),
+        let posting = LedgerPosting(
+            businessKey: try data.string("grant_id", length: 1...128),
             accountID: try data.string("account_id", length: 1...128),
             credits: try data.integer("credits", in: 1...Self.maxCredits))
+        return CreditPosting(kind: .grant, posting: posting, topic: topic)
     }
 
+    /// Posts the run's grants (and any charges among them, in offset order).
     public func apply(_ inputs: [HandlerInput<Command>], in context: HandlerContext) throws -> [EventOutcome] {
-        let results = try CreditLedger.post(
-            inputs.map { input in
-                (
-                    input.envelope,
-                    LedgerPosting(
-                        businessKey: input.command.grantID, accountID: input.command.accountID,
-                        credits: input.command.credits)
-                )
-            },
-            kind: .grant, on: context.connection)
-
-        var messages: [OutboxMessage] = []
-        for (input, result) in zip(inputs, results) {
-            guard result.outcome == .applied, let balanceAfter = result.balanceAfter else { continue }
-            let command = input.command
-            messages.append(
-                OutboundEvent(
-                    type: Self.grantedType, tenantID: input.envelope.tenantID, aggregateID: command.grantID,
-                    topic: topic, key: command.accountID, source: input.envelope,
-                    data: [
-                        "grant_id": .string(command.grantID),
-                        "account_id": .string(command.accountID),
-                        "credits": .integer(command.credits),
-                        "balance_after": .integer(balanceAfter),
-                    ]
-                ).outboxMessage)
-        }
-        try context.publish(messages)
-        return results.map(\.outcome)
+        try CreditLedger.apply(inputs, in: context)
     }
 }

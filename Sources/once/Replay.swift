@@ -87,9 +87,9 @@ struct Replay: AsyncParsableCommand {
         let report: ReplayReport
         do {
             report = try await replay.run(request) { step in
+                let done = step.fraction.map { "\(OperatorProgress.bar($0)) \(Int($0 * 100))%  " } ?? ""
                 progress.show(
-                    "\(dryRun ? "dry run " : "")replaying \(source) \(OperatorProgress.bar(step.fraction)) "
-                        + "\(Int(step.fraction * 100))%  \(step.recordsRead) records, offset \(step.offset)")
+                    "\(dryRun ? "dry run: " : "")replaying \(source) \(done)\(step.recordsRead) records, offset \(step.offset)")
             }
             progress.finish()
         } catch {
