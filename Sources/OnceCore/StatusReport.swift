@@ -48,12 +48,13 @@ public struct StatusReport: Sendable, Hashable {
         public var topicPartition: TopicPartition { TopicPartition(topic, partition) }
 
         /// Records not yet processed: high watermark − next offset, or − the low watermark when
-        /// nothing is stored yet. Nil when the broker's answer is missing. Negative when the
-        /// stored position is past what the broker reports as the end of the log.
+        /// nothing is stored yet. Nil when the broker's answer is missing. Never negative: a stored
+        /// position past the reported end means the broker under-reports its end (Tansu 0.6 does,
+        /// for multi-record batches), and nothing is waiting.
         public var lag: Int64? {
             guard let highWatermark else { return nil }
-            if let nextOffset { return highWatermark - nextOffset }
-            return lowWatermark.map { highWatermark - $0 }
+            if let nextOffset { return max(0, highWatermark - nextOffset) }
+            return lowWatermark.map { max(0, highWatermark - $0) }
         }
     }
 
