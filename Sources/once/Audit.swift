@@ -105,7 +105,7 @@ struct AuditCredits: AsyncParsableCommand {
         let scope = CreditAudit.Scope(
             consumerGroup: settings.groupID, tenantID: tenant, since: since.flatMap(CreditAudit.instant))
 
-        let client = try await connectReportDatabase(url, logger: logger)
+        let client = try await connectDatabase(url, logger: logger)
         let report: CreditAudit.Report
         do {
             report = try await client.withConnection { db in try CreditAudit.run(scope, on: db) }

@@ -36,7 +36,7 @@ struct DeadLetters: AsyncParsableCommand {
         func run() async throws {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
-            let database = try await OperatorChecks.connect(settings, logger: logger)
+            let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             let queue = DeadLetterQueue(group: settings.groupID)
             let (all, limit) = (self.all, self.limit)
             let entries: [DeadLetterEntry]
@@ -47,7 +47,7 @@ struct DeadLetters: AsyncParsableCommand {
                 await database.close()
             } catch {
                 await database.close()
-                throw CommandFailure(OperatorText.oneLine("cannot read dead_letters: \(error)"))
+                throw CommandFailure(oneLine("cannot read dead_letters: \(error)"))
             }
             switch format {
             case .json:
@@ -63,9 +63,9 @@ struct DeadLetters: AsyncParsableCommand {
                 var header = ["id", "created_at", "source", "event_id", "reason_code", "retries", "error"]
                 if all { header.insert("resolved_at", at: 2) }
                 print(
-                    OperatorText.table(
-                        header,
-                        entries.map { entry in
+                    ReportTable(
+                        header: header,
+                        rows: entries.map { entry in
                             var row = [
                                 String(entry.id), OperatorText.time(entry.createdAt), "\(entry.source)@\(entry.offset)",
                                 OperatorText.clipped(entry.eventID, 40), entry.reasonCode, String(entry.retries),
@@ -73,7 +73,7 @@ struct DeadLetters: AsyncParsableCommand {
                             ]
                             if all { row.insert(entry.resolvedAt.map(OperatorText.time) ?? "-", at: 2) }
                             return row
-                        }))
+                        }).text)
             }
         }
     }
@@ -98,7 +98,7 @@ struct DeadLetters: AsyncParsableCommand {
         func run() async throws {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
-            let database = try await OperatorChecks.connect(settings, logger: logger)
+            let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             let queue = DeadLetterQueue(group: settings.groupID)
             let id = self.id
             let found: DeadLetterEntry?
@@ -107,7 +107,7 @@ struct DeadLetters: AsyncParsableCommand {
                 await database.close()
             } catch {
                 await database.close()
-                throw CommandFailure(OperatorText.oneLine("cannot read dead_letters: \(error)"))
+                throw CommandFailure(oneLine("cannot read dead_letters: \(error)"))
             }
             guard let entry = found else { throw CommandFailure("there is no dead letter \(id)") }
             if format == .json {
@@ -186,7 +186,7 @@ struct DeadLetters: AsyncParsableCommand {
         func run() async throws {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
-            let database = try await OperatorChecks.connect(settings, logger: logger)
+            let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             var registry = HandlerRegistry()
             Domain.register(into: &registry)
             let retry = DeadLetterRetry(consumerGroup: settings.groupID, registry: registry)
@@ -212,7 +212,7 @@ struct DeadLetters: AsyncParsableCommand {
                 await database.close()
             } catch {
                 await database.close()
-                throw error as? CommandFailure ?? CommandFailure(OperatorText.oneLine("retry failed: \(error)"))
+                throw error as? CommandFailure ?? CommandFailure(oneLine("retry failed: \(error)"))
             }
 
             let failed = results.filter { !$0.isResolved }.count

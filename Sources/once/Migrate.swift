@@ -29,6 +29,6 @@ func connectDatabase(_ url: String, logger: Logger) async throws -> PostgresClie
         return try await PostgresClient.connect(
             configuration: PostgresConfiguration(url: url, connectTimeout: .seconds(5)), logger: logger)
     } catch {
-        throw CommandFailure("cannot reach the database: \(error)")
+        throw CommandFailure(oneLine("cannot reach the database: \(error)"))
     }
 }

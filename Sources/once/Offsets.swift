@@ -25,7 +25,7 @@ struct Offsets: AsyncParsableCommand {
         func run() async throws {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
-            let database = try await OperatorChecks.connect(settings, logger: logger)
+            let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             let offsets = ConsumerOffsets(group: settings.groupID)
             let positions: [StoredPosition]
             do {
@@ -33,7 +33,7 @@ struct Offsets: AsyncParsableCommand {
                 await database.close()
             } catch {
                 await database.close()
-                throw CommandFailure(OperatorText.oneLine("cannot read consumer_offsets: \(error)"))
+                throw CommandFailure(oneLine("cannot read consumer_offsets: \(error)"))
             }
             switch format {
             case .json:
@@ -47,15 +47,15 @@ struct Offsets: AsyncParsableCommand {
                 print("no stored positions for group \(settings.groupID)")
             case .table:
                 print(
-                    OperatorText.table(
-                        ["topic", "partition", "next_offset", "generation", "owner", "updated_at"],
-                        positions.map { position in
+                    ReportTable(
+                        header: ["topic", "partition", "next_offset", "generation", "owner", "updated_at"],
+                        rows: positions.map { position in
                             [
                                 position.partition.topic, String(position.partition.partition),
                                 position.nextOffset.map(String.init) ?? "earliest", String(position.generation),
                                 position.owner ?? "-", OperatorText.time(position.updatedAt),
                             ]
-                        }))
+                        }).text)
             }
         }
 
@@ -162,7 +162,7 @@ struct Offsets: AsyncParsableCommand {
                 throw OperatorChecks.brokerFailure(error, settings: settings)
             }
 
-            let database = try await OperatorChecks.connect(settings, logger: logger)
+            let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             let offsets = ConsumerOffsets(group: settings.groupID)
             let before: StoredPosition?
             let after: StoredPosition
@@ -173,7 +173,7 @@ struct Offsets: AsyncParsableCommand {
                 await database.close()
             } catch {
                 await database.close()
-                throw CommandFailure(OperatorText.oneLine("cannot store the position: \(error)"))
+                throw CommandFailure(oneLine("cannot store the position: \(error)"))
             }
 
             if format == .json {

@@ -43,15 +43,6 @@ enum OperatorChecks {
         }
     }
 
-    /// The database session of an operator command, or one line saying why there is none.
-    static func connect(_ settings: Settings, logger: Logger) async throws -> PostgresClient {
-        do {
-            return try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
-        } catch let failure as CommandFailure {
-            throw CommandFailure(OperatorText.oneLine(failure.description))
-        }
-    }
-
     /// A group id of its own for a reader outside the group, e.g. `once-replay-3f9a1c2e`.
     static func readerGroupID(_ group: String, purpose: String) -> String {
         "\(group)-\(purpose)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
@@ -63,33 +54,11 @@ enum OperatorChecks {
         if let kafka = error as? KafkaError, [.timedOut, .transport].contains(kafka.kind) {
             return CommandFailure("cannot reach the broker at \(settings.brokers ?? "?"): \(kafka)")
         }
-        return CommandFailure(OperatorText.oneLine("\(error)"))
+        return CommandFailure(oneLine("\(error)"))
     }
 }
 
 enum OperatorText {
-    /// Columns padded to their widest cell; numbers right-aligned.
-    static func table(_ header: [String], _ rows: [[String]]) -> String {
-        var widths = header.map(\.count)
-        for row in rows {
-            for (index, cell) in row.enumerated() where index < widths.count {
-                widths[index] = max(widths[index], cell.count)
-            }
-        }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { index, cell in
-                let pad = String(repeating: " ", count: widths[index] - cell.count)
-                return Int64(cell) != nil ? pad + cell : cell + pad
-            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
-        }
-        return ([line(header)] + rows.map(line)).joined(separator: "\n")
-    }
-
-    /// `text` on one line (libpq's messages go on over an indented second line).
-    static func oneLine(_ text: String) -> String {
-        text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
-    }
-
     /// One line, at most `limit` characters.
     static func clipped(_ text: String, _ limit: Int) -> String {
         let flat = oneLine(text)

@@ -64,7 +64,7 @@ struct Replay: AsyncParsableCommand {
         let kafkaLogger = connection.kafkaLogger(logger)
 
         try await OperatorChecks.checkPartition(source, settings: settings, logger: kafkaLogger)
-        let database = try await OperatorChecks.connect(settings, logger: logger)
+        let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
         let reader: PartitionReader
         do {
             reader = try await PartitionReader(
@@ -97,7 +97,7 @@ struct Replay: AsyncParsableCommand {
             await reader.close()
             await database.close()
             if let interrupted = error as? ReplayInterrupted {
-                throw CommandFailure(OperatorText.oneLine(interrupted.description))
+                throw CommandFailure(oneLine(interrupted.description))
             }
             throw OperatorChecks.brokerFailure(error, settings: settings)
         }
@@ -118,7 +118,7 @@ struct Replay: AsyncParsableCommand {
                 + "\(report.reachedEnd ? " (the end of the log)" : ""): \(report.recordsRead) records read"
         ]
         let rows = EventOutcome.allCases.map { [$0.rawValue, String(report.outcomes[$0])] }
-        lines.append(OperatorText.table(["outcome", "records"], rows))
+        lines.append(ReportTable(header: ["outcome", "records"], rows: rows).text)
         if let through = report.request.through, report.reachedEnd, (report.lastOffset ?? -1) < through {
             lines.append("note: the log ends before --to-offset \(through)")
         }

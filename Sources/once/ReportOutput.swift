@@ -28,6 +28,18 @@ struct ReportTable {
         self.columns = columns.map { Column(title: $0.0, alignment: $0.1) }
     }
 
+    /// A table whose columns of whole numbers are right-aligned, the others left-aligned.
+    init(header: [String], rows: [[String]]) {
+        self.init(header.indices.map { index in
+            let numeric = rows.allSatisfy { $0[index].isEmpty || Int64($0[index]) != nil }
+            return (header[index], numeric && !rows.isEmpty ? .right : .left)
+        })
+        for row in rows { append(row) }
+    }
+
+    /// The lines joined, for printing.
+    var text: String { lines().joined(separator: "\n") }
+
     mutating func append(_ cells: [String]) {
         precondition(cells.count == columns.count, "a row needs one cell per column")
         rows.append(.cells(cells))
@@ -101,13 +113,4 @@ var standardOutputIsTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
 /// `text` on one line: libpq's messages, for one, go on over a second, indented line.
 func oneLine(_ text: String) -> String {
     text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
-}
-
-/// `connectDatabase` for the reporting commands, failing with a single line.
-func connectReportDatabase(_ url: String, logger: Logger) async throws -> PostgresClient {
-    do {
-        return try await connectDatabase(url, logger: logger)
-    } catch let failure as CommandFailure {
-        throw CommandFailure(oneLine(failure.description))
-    }
 }

@@ -73,7 +73,7 @@ struct Status: AsyncParsableCommand {
             connection.logLevel == nil && ProcessInfo.processInfo.environment["ONCE_LOG_LEVEL"] == nil
             ? .critical : logger.logLevel
 
-        let client = try await connectReportDatabase(url, logger: logger)
+        let client = try await connectDatabase(url, logger: logger)
         let admin: KafkaAdmin
         do {
             admin = try await KafkaAdmin(
