@@ -190,6 +190,7 @@ struct BatchWorker: Sendable {
                 break
             } catch {
                 attempt += 1
+                if attempt == 1 { table.retrying(batch.partition) }
                 let delay = backoff.delay(attempt: attempt)
                 let level: Logger.Level = (error as? PostgresError)?.isTransient == true ? .warning : .error
                 logger.log(level: level, "batch on \(batch.partition) failed (attempt \(attempt)), retrying in \(delay): \(error)")

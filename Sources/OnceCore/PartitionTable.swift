@@ -247,6 +247,17 @@ final class PartitionTable: @unchecked Sendable {
         }
     }
 
+    /// A batch of the partition failed and will be retried: stop fetching the partition until a
+    /// batch of it commits again (`finished` resumes it).
+    func retrying(_ partition: TopicPartition) {
+        locked {
+            guard let slot = slots[partition], !slot.paused else { return }
+            slots[partition]!.paused = true
+            consumerActions.pause.insert(partition)
+            consumerActions.resume.remove(partition)
+        }
+    }
+
     /// Whether the partition is still this member's to work on under `fence`.
     func holds(_ partition: TopicPartition, generation: Int64) -> Bool {
         locked { slots[partition]?.fence?.generation == generation && slots[partition]?.disowned == false }

@@ -75,6 +75,19 @@ import Testing
         #expect(table.takeConsumerActions().resume == [p0])
     }
 
+    @Test func aRetriedBatchPausesItsPartitionUntilItCommits() {
+        let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
+        _ = table.assigned([p0])
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p0])
+        _ = table.takeConsumerActions()
+        let batch = table.ingest(records(p0, 0..<5))[0]
+        table.retrying(p0)
+        #expect(table.takeConsumerActions().pause == [p0])
+        _ = table.finished(batch, .committed(nextOffset: 5))
+        #expect(table.takeConsumerActions().resume == [p0])
+    }
+
     @Test func aFencedBatchDropsTheBufferAndWaitsForTheNewPosition() {
         let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
         _ = table.assigned([p0])
