@@ -53,15 +53,15 @@ struct BatchTransaction {
             let p = batch.partition
             // 1. The fence: this owner, this generation, from where this batch starts.
             if let fence {
-              let moved = try tx.execute(
-                  """
-                  UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
-                  WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND generation = $4
-                    AND next_offset IS NOT DISTINCT FROM $6
-                  """,
-                  [.text(group), .text(p.topic), .int32(p.partition), .int64(fence.generation),
-                   .int64(batch.nextOffset), PostgresValue(fence.nextOffset)])
-              guard moved == 1 else { throw BatchFenced(partition: p, generation: fence.generation) }
+                let moved = try tx.execute(
+                    """
+                    UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
+                    WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND generation = $4
+                      AND next_offset IS NOT DISTINCT FROM $6
+                    """,
+                    [.text(group), .text(p.topic), .int32(p.partition), .int64(fence.generation),
+                     .int64(batch.nextOffset), PostgresValue(fence.nextOffset)])
+                guard moved == 1 else { throw BatchFenced(partition: p, generation: fence.generation) }
             }
 
             // (retry) The dead letter gives up its claim, so that its record counts as new again.
