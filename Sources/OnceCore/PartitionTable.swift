@@ -156,9 +156,11 @@ final class PartitionTable: @unchecked Sendable {
             if !records.isEmpty { lastActivity = .now }
             for record in records {
                 let partition = record.topicPartition
-                guard let slot = slots[partition], slot.fence != nil, !slot.disowned, !slot.awaitingSeek else { continue }
+                // Test the slot without keeping a copy of it: a copy would share the buffer's
+                // storage and make the append below copy the whole buffer, for every record.
+                guard slots[partition].map({ $0.fence != nil && !$0.disowned && !$0.awaitingSeek }) == true else { continue }
                 slots[partition]!.buffer.append(record)
-                if slot.buffer.count + 1 > pauseAbove && !slot.paused {
+                if slots[partition]!.buffer.count > pauseAbove && !slots[partition]!.paused {
                     slots[partition]!.paused = true
                     consumerActions.pause.insert(partition)
                     consumerActions.resume.remove(partition)
@@ -205,11 +207,10 @@ final class PartitionTable: @unchecked Sendable {
         var started: [Dispatch] = []
         while let partition = waiting.first, !freeConnections.isEmpty {
             waiting.removeFirst()
-            guard let slot = slots[partition], let fence = slot.fence, !slot.inFlight, !slot.buffer.isEmpty, !slot.disowned else {
-                continue
-            }
-            let count = min(maxBatch, slot.buffer.count)
-            let records = Array(slot.buffer.prefix(count))
+            guard let fence = slots[partition].flatMap({ $0.inFlight || $0.buffer.isEmpty || $0.disowned ? nil : $0.fence })
+            else { continue }
+            let count = min(maxBatch, slots[partition]!.buffer.count)
+            let records = Array(slots[partition]!.buffer.prefix(count))
             slots[partition]!.buffer.removeFirst(count)
             slots[partition]!.inFlight = true
             let batch = PartitionBatch(partition: partition, records: records)

@@ -13,8 +13,13 @@ public struct PipelineConfiguration: Sendable {
     public var connections = 4
     /// The most records one batch transaction takes; batches are smaller when fewer are waiting.
     public var maxBatchRecords = 2000
-    /// A partition with more records waiting than this is paused until half of them are done.
-    public var maxBufferedRecordsPerPartition = 20_000
+    /// A partition with more records waiting than this is paused until half of them are done;
+    /// by default four batches' worth (at least 1,000), which bounds memory by the batch size.
+    public var maxBufferedRecordsPerPartition: Int {
+        get { bufferedRecordsOverride ?? max(1_000, 4 * maxBatchRecords) }
+        set { bufferedRecordsOverride = newValue }
+    }
+    private var bufferedRecordsOverride: Int?
     /// The largest record value accepted; larger ones are dead-lettered as `too_large`.
     public var maxRecordBytes = 4 * 1024 * 1024
     /// Also commit processed positions to the Kafka group, so that standard lag tools see them.
