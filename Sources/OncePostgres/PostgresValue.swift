@@ -145,26 +145,28 @@ enum PostgresTextFormat {
     /// with `"` and `\` escaped, so commas, braces, spaces, empty strings and the word NULL are
     /// all taken literally.
     static func arrayLiteral(_ elements: [String?], quote: Bool = true) -> String {
-        var text = "{"
+        // Built as UTF-8 bytes: `"` and `\` are ASCII, so escaping them byte by byte is exact.
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        bytes.reserveCapacity(elements.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
         for (index, element) in elements.enumerated() {
-            if index > 0 { text.append(",") }
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
             guard let element else {
-                text.append("NULL")
+                bytes.append(contentsOf: "NULL".utf8)
                 continue
             }
             guard quote else {
-                text.append(element)
+                bytes.append(contentsOf: element.utf8)
                 continue
             }
-            text.append("\"")
-            for character in element.unicodeScalars {
-                if character == "\"" || character == "\\" { text.append("\\") }
-                text.unicodeScalars.append(character)
+            bytes.append(UInt8(ascii: "\""))
+            for byte in element.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                bytes.append(byte)
             }
-            text.append("\"")
+            bytes.append(UInt8(ascii: "\""))
         }
-        text.append("}")
-        return text
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     // MARK: Timestamps
