@@ -27,7 +27,8 @@ enum CeilingStep {
     static func run(
         expectation: Expectation, accounts: Int, chunk: Int, connections: Int, context: BenchContext
     ) async throws -> CeilingResult {
-        let database = try await BenchDatabase.fresh("once_bench_ceiling", serverURL: context.serverURL, once: context.once)
+        let database = try await BenchDatabase.fresh(
+            "once_bench_ceiling", serverURL: context.serverURL, once: context.once)
         let records = expectation.records
         let processed = expectation.processed
         let ledger = expectation.applied
@@ -70,8 +71,11 @@ enum CeilingStep {
         defer { db.close() }
         func count(_ sql: String) throws -> Int64 { try db.query(sql)[0].decode(Int64?.self, column: 0) ?? 0 }
         let checks = [
-            Check(name: "processed_messages rows", expected: Int64(processed), actual: try count("SELECT count(*) FROM processed_messages")),
-            Check(name: "ledger rows", expected: Int64(ledger), actual: try count("SELECT count(*) FROM credit_ledger")),
+            Check(
+                name: "processed_messages rows", expected: Int64(processed),
+                actual: try count("SELECT count(*) FROM processed_messages")),
+            Check(
+                name: "ledger rows", expected: Int64(ledger), actual: try count("SELECT count(*) FROM credit_ledger")),
             Check(name: "outbox rows", expected: Int64(ledger), actual: try count("SELECT count(*) FROM outbox")),
             Check(
                 name: "accounts whose balance differs from their ledger sum", expected: 0,

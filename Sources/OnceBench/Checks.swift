@@ -35,12 +35,17 @@ enum Checks {
             checks.append(Check(name: name, expected: expected, actual: actual))
         }
 
-        check("ledger rows (one per business key applied)", expectation.applied, try count("SELECT count(*) FROM credit_ledger"))
+        check(
+            "ledger rows (one per business key applied)", expectation.applied,
+            try count("SELECT count(*) FROM credit_ledger"))
         check(
             "business keys with more than one ledger row", 0,
             try count(
-                "SELECT count(*) FROM (SELECT 1 FROM credit_ledger GROUP BY tenant_id, kind, business_key HAVING count(*) > 1) d"))
-        check("ledger amount total", expectation.ledgerTotal, try count("SELECT coalesce(sum(amount), 0)::bigint FROM credit_ledger"))
+                "SELECT count(*) FROM (SELECT 1 FROM credit_ledger GROUP BY tenant_id, kind, business_key HAVING count(*) > 1) d"
+            ))
+        check(
+            "ledger amount total", expectation.ledgerTotal,
+            try count("SELECT coalesce(sum(amount), 0)::bigint FROM credit_ledger"))
         check(
             "accounts whose balance differs from their ledger sum", 0,
             try count(
@@ -58,19 +63,26 @@ enum Checks {
                 FULL JOIN (SELECT account_id, balance FROM credit_accounts WHERE tenant_id = $1) a USING (account_id)
                 WHERE a.balance IS DISTINCT FROM e.balance
                 """,
-                [.text(Workload.tenant), .textArray(accounts), .int64Array(accounts.map { expectation.balances[$0]! })]))
+                [.text(Workload.tenant), .textArray(accounts), .int64Array(accounts.map { expectation.balances[$0]! })])
+        )
         check(
             "processed_messages rows (one per event id)", expectation.processed,
             try count("SELECT count(*) FROM processed_messages WHERE consumer_group = $1", [.text(group)]))
         check(
             "outcome applied", expectation.applied,
-            try count("SELECT count(*) FROM processed_messages WHERE consumer_group = $1 AND outcome = 'applied'", [.text(group)]))
+            try count(
+                "SELECT count(*) FROM processed_messages WHERE consumer_group = $1 AND outcome = 'applied'",
+                [.text(group)]))
         check(
             "outcome duplicate (producer duplicates)", expectation.duplicates,
-            try count("SELECT count(*) FROM processed_messages WHERE consumer_group = $1 AND outcome = 'duplicate'", [.text(group)]))
+            try count(
+                "SELECT count(*) FROM processed_messages WHERE consumer_group = $1 AND outcome = 'duplicate'",
+                [.text(group)]))
         check(
             "records below the stored positions", expectation.records,
-            try count("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer_group = $1", [.text(group)]))
+            try count(
+                "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer_group = $1",
+                [.text(group)]))
         check(
             "partitions whose stored position differs from their record count", 0,
             try count(
@@ -79,8 +91,10 @@ enum Checks {
                 FULL JOIN (SELECT partition::bigint, next_offset FROM consumer_offsets WHERE consumer_group = $1) o USING (partition)
                 WHERE o.next_offset IS DISTINCT FROM e.records
                 """,
-                [.text(group), .int64Array(perPartition.map { Int64($0) }),
-                 .int64Array(perPartition.map { Int64(expectation.recordsPerPartition[$0]!) })]))
+                [
+                    .text(group), .int64Array(perPartition.map { Int64($0) }),
+                    .int64Array(perPartition.map { Int64(expectation.recordsPerPartition[$0]!) }),
+                ]))
         check("dead letters", 0, try count("SELECT count(*) FROM dead_letters"))
         check("credit conflicts", 0, try count("SELECT count(*) FROM credit_conflicts"))
         check("outbox rows (one per effect)", expectation.applied, try count("SELECT count(*) FROM outbox"))

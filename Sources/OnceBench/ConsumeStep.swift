@@ -12,6 +12,16 @@ struct BenchContext: Sendable {
     var connections: Int
     var maxBatch: Int
     var runID: String
+
+    /// The `--kafka-property` values as librdkafka properties, for the bench's own consumers.
+    var consumerProperties: [String: String] {
+        var properties: [String: String] = [:]
+        for item in kafkaProperties {
+            guard let equals = item.firstIndex(of: "=") else { continue }
+            properties[String(item[..<equals])] = String(item[item.index(after: equals)...])
+        }
+        return properties
+    }
 }
 
 /// One strategy's run of `once run --until-idle` over a topic the bench produced.

@@ -29,7 +29,9 @@ struct BenchDatabase: Sendable {
     }
 
     static func replacingDatabase(in url: String, with name: String) throws -> String {
-        guard var components = URLComponents(string: url) else { throw BenchFailure("the database URL \(url) is not a URL") }
+        guard var components = URLComponents(string: url) else {
+            throw BenchFailure("the database URL \(url) is not a URL")
+        }
         components.path = "/\(name)"
         guard let text = components.string else { throw BenchFailure("cannot build a URL for database \(name)") }
         return text
@@ -42,7 +44,9 @@ struct OnceBinary: Sendable {
     let logDirectory: URL
 
     /// Runs `once ARGUMENTS` to the end.
-    func run(_ arguments: [String], logName: String, timeout: Duration = .seconds(300)) async throws -> (status: Int32, output: String) {
+    func run(_ arguments: [String], logName: String, timeout: Duration = .seconds(300)) async throws -> (
+        status: Int32, output: String
+    ) {
         let child = try start(arguments, logName: logName)
         guard let status = try await child.wait(timeout: timeout) else {
             child.signal(SIGKILL)
@@ -52,7 +56,8 @@ struct OnceBinary: Sendable {
     }
 
     func start(_ arguments: [String], logName: String) throws -> OnceChild {
-        try OnceChild(executable: path, arguments: arguments, log: logDirectory.appendingPathComponent("\(logName).log"))
+        try OnceChild(
+            executable: path, arguments: arguments, log: logDirectory.appendingPathComponent("\(logName).log"))
     }
 }
 
@@ -121,7 +126,8 @@ final class OnceChild: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         sampler.cancel()
-        return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        return process.terminationReason == .uncaughtSignal
+            ? 128 + process.terminationStatus : process.terminationStatus
     }
 
     /// VmHWM and VmRSS of a live process, in KiB.

@@ -43,7 +43,8 @@ enum LatencyStep {
         rate: Int, duration: Duration, topic: String, partitions: Int32, accounts: Int, context: BenchContext,
         log: (String) -> Void
     ) async throws -> LatencyResult {
-        let database = try await BenchDatabase.fresh("once_bench_latency", serverURL: context.serverURL, once: context.once)
+        let database = try await BenchDatabase.fresh(
+            "once_bench_latency", serverURL: context.serverURL, once: context.once)
         let group = "bench-\(context.runID)-latency"
         var arguments = [
             "run", "--database-url", database.url, "--brokers", context.brokers, "--topics", topic, "--group", group,
@@ -56,9 +57,15 @@ enum LatencyStep {
 
         // Wait for the group to join and every partition to be claimed.
         let joinDeadline = ContinuousClock.now + .seconds(90)
-        while try database.scalar("SELECT count(*) FROM consumer_offsets WHERE consumer_group = $1", [.text(group)]) < Int64(partitions) {
-            guard child.process.isRunning else { throw BenchFailure("once run (latency) exited early:\n\(child.output.suffix(4000))") }
-            guard ContinuousClock.now < joinDeadline else { throw BenchFailure("once run (latency) did not claim its partitions in 90 s") }
+        while try database.scalar("SELECT count(*) FROM consumer_offsets WHERE consumer_group = $1", [.text(group)])
+            < Int64(partitions)
+        {
+            guard child.process.isRunning else {
+                throw BenchFailure("once run (latency) exited early:\n\(child.output.suffix(4000))")
+            }
+            guard ContinuousClock.now < joinDeadline else {
+                throw BenchFailure("once run (latency) did not claim its partitions in 90 s")
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
         try await Task.sleep(for: .seconds(1))
@@ -98,7 +105,8 @@ enum LatencyStep {
                     chunk.append(
                         KafkaOutgoingRecord(
                             topic: topic, partition: logical.partition, key: Array(key.utf8),
-                            value: Workload.envelope(eventID: "lat-e\(index)", logical: logical, occurredMilliseconds: stamp)))
+                            value: Workload.envelope(
+                                eventID: "lat-e\(index)", logical: logical, occurredMilliseconds: stamp)))
                 }
                 produced = due
                 let batch = chunk
@@ -108,7 +116,10 @@ enum LatencyStep {
                         let delivered = try reports.map { try $0.get() }
                         sent.update { list in
                             for report in delivered {
-                                list.append(Sent(partition: report.partition, offset: report.offset, occurredMilliseconds: stamp))
+                                list.append(
+                                    Sent(
+                                        partition: report.partition, offset: report.offset, occurredMilliseconds: stamp)
+                                )
                             }
                         }
                     })
@@ -122,10 +133,13 @@ enum LatencyStep {
         // Everything committed, then a graceful stop.
         let drainDeadline = ContinuousClock.now + .seconds(120)
         while try database.scalar(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer_group = $1", [.text(group)])
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer_group = $1",
+            [.text(group)])
             < Int64(produced)
         {
-            guard ContinuousClock.now < drainDeadline else { throw BenchFailure("latency: not every record committed within 120 s") }
+            guard ContinuousClock.now < drainDeadline else {
+                throw BenchFailure("latency: not every record committed within 120 s")
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
         let observations = await observer.stop()
@@ -170,7 +184,10 @@ enum LatencyStep {
                   WHERE p.consumer_group = $1) s
             """, [.text(group)])[0]
         var checks = try Checks.consumer(database, group: group, expectation: expectation)
-        checks.append(Check(name: "records whose commit was observed", expected: Int64(produced), actual: Int64(histogram.totalCount)))
+        checks.append(
+            Check(
+                name: "records whose commit was observed", expected: Int64(produced),
+                actual: Int64(histogram.totalCount)))
         checks.append(Check(name: "records never observed committed", expected: 0, actual: Int64(unobserved)))
         return LatencyResult(
             offeredRate: rate, offeredSeconds: offeredSeconds, achievedRate: Double(produced) / offeredSeconds,

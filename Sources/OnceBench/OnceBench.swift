@@ -17,7 +17,8 @@ struct OnceBench: AsyncParsableCommand {
     @Option(help: "The once executable (default: next to this one).")
     var once: String?
 
-    @Option(help: "libpq URL of the local server; the bench creates databases of its own there (env ONCE_DATABASE_URL).")
+    @Option(
+        help: "libpq URL of the local server; the bench creates databases of its own there (env ONCE_DATABASE_URL).")
     var databaseURL: String?
 
     @Option(help: "Kafka bootstrap servers (env ONCE_KAFKA_BROKERS).")
@@ -47,7 +48,8 @@ struct OnceBench: AsyncParsableCommand {
     @Option(help: "once run --max-batch for the batched strategy and the latency run.")
     var maxBatch = 2_000
 
-    @Option(name: .customLong("kafka-property"), help: "A librdkafka property for every once run (name=value); repeatable.")
+    @Option(
+        name: .customLong("kafka-property"), help: "A librdkafka property for every once run (name=value); repeatable.")
     var kafkaProperties: [String] = []
 
     @Option(help: "Sessions of the ceiling (default: one per core).")
@@ -68,8 +70,8 @@ struct OnceBench: AsyncParsableCommand {
     @Option(help: "Seed of the workload.")
     var seed: UInt64 = 20_261_122
 
-    @Option(help: "Comma-separated steps: batched, per-record, ceiling, replay, latency.")
-    var steps = "batched,per-record,ceiling,replay,latency"
+    @Option(help: "Comma-separated steps: read, batched, per-record, ceiling, replay, broker-latency, latency.")
+    var steps = "read,batched,per-record,ceiling,replay,broker-latency,latency"
 
     @Option(help: "Where the JSON report goes.")
     var json = "docs/benchmark-results.json"
@@ -87,7 +89,7 @@ struct OnceBench: AsyncParsableCommand {
         guard events > 0, perRecordEvents > 0, accounts > 1, partitions > 0 else {
             throw ValidationError("counts must be positive (and at least 2 accounts)")
         }
-        let known: Set<String> = ["read", "batched", "per-record", "ceiling", "replay", "latency"]
+        let known: Set<String> = ["read", "broker-latency", "batched", "per-record", "ceiling", "replay", "latency"]
         for step in stepList where !known.contains(step) { throw ValidationError("unknown step \(step)") }
         if stepList.contains("replay") && !stepList.contains("batched") {
             throw ValidationError("replay replays the batched run: include the batched step")
@@ -111,8 +113,12 @@ struct OnceBench: AsyncParsableCommand {
         }
         let benchStarted = ContinuousClock.now
         let onceBinary =
-            once ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("once").path
-        guard FileManager.default.isExecutableFile(atPath: onceBinary) else { throw ValidationError("no once executable at \(onceBinary)") }
+            once
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("once")
+            .path
+        guard FileManager.default.isExecutableFile(atPath: onceBinary) else {
+            throw ValidationError("no once executable at \(onceBinary)")
+        }
         let logDirectory = URL(fileURLWithPath: logs)
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         let runID = String(UInt32.random(in: 0...UInt32.max), radix: 16)
@@ -126,7 +132,9 @@ struct OnceBench: AsyncParsableCommand {
         }
 
         var machine = try Machine.read(serverURL: serverURL)
-        say("machine: \(machine.cores) cores, load \(machine.loadAverageAtStart); run \(runID)")
+        say(
+            "machine: \(machine.cores) cores, \(Int(machine.cpuBusyBeforeStart * 100))% busy in the last second, load \(machine.loadAverageAtStart); run \(runID)"
+        )
 
         // The workload, produced before anything is timed.
         let workload = Workload(
@@ -136,11 +144,15 @@ struct OnceBench: AsyncParsableCommand {
         let prefixCount = min(perRecordEvents, events)
         let prefix = workload.expectation(count: prefixCount)
         let topics = (
-            main: "once-bench-\(runID)-main", prefix: "once-bench-\(runID)-prefix", latency: "once-bench-\(runID)-latency"
+            main: "once-bench-\(runID)-main", prefix: "once-bench-\(runID)-prefix",
+            latency: "once-bench-\(runID)-latency",
+            floor: "once-bench-\(runID)-floor"
         )
         let admin = try await KafkaAdmin(bootstrapServers: brokers)
         try await admin.createTopics(
-            [topics.main, topics.prefix, topics.latency].map { KafkaTopicSpecification(name: $0, partitions: partitions) })
+            [topics.main, topics.prefix, topics.latency, topics.floor].map {
+                KafkaTopicSpecification(name: $0, partitions: partitions)
+            })
         let produceStarted = ContinuousClock.now
         if !steps.isDisjoint(with: ["read", "batched", "replay"]) {
             try await produce(workload.outgoing(topic: topics.main), brokers: brokers)
@@ -151,14 +163,17 @@ struct OnceBench: AsyncParsableCommand {
         let produceSeconds = (ContinuousClock.now - produceStarted).seconds
         say(
             "produced \(events) records (\(full.processed) event ids, \(full.applied) business keys) to \(topics.main) "
-                + "and the first \(prefixCount) to \(topics.prefix) in \(String(format: "%.1f", produceSeconds)) s (not timed)")
+                + "and the first \(prefixCount) to \(topics.prefix) in \(String(format: "%.1f", produceSeconds)) s (not timed)"
+        )
 
         var report = BenchReport(
             date: ISO8601DateFormatter().string(from: Date()), commit: commit, verdict: "", machine: machine,
             workload: .init(
                 records: events, firstEmissions: workload.logicals.count,
-                producerDuplicates: workload.duplicateCount, exactRedeliveries: workload.redeliveryCount, accounts: accounts, partitions: Int(partitions),
-                grantsShare: Double(workload.logicals.filter { $0.kind == .grant }.count) / Double(workload.logicals.count),
+                producerDuplicates: workload.duplicateCount, exactRedeliveries: workload.redeliveryCount,
+                accounts: accounts, partitions: Int(partitions),
+                grantsShare: Double(workload.logicals.filter { $0.kind == .grant }.count)
+                    / Double(workload.logicals.count),
                 seed: seed, produceSeconds: produceSeconds),
             settings: .init(
                 connections: connections, maxBatch: maxBatch, kafkaProperties: context.kafkaProperties,
@@ -168,10 +183,9 @@ struct OnceBench: AsyncParsableCommand {
 
         do {
             if steps.contains("read") {
-                for properties in readProperties {
-                    let result = try await ReadStep.run(topic: topics.main, expectation: full, properties: properties, context: context)
-                    say("read: \(Int(result.recordsPerSecond)) records/s (\(result.records) in \(String(format: "%.2f", result.seconds)) s, \(result.polls) polls) with \(properties)")
-                }
+                let result = try await ReadStep.run(topic: topics.main, expectation: full, context: context)
+                report.read = result
+                say("read: a bare consumer gets \(Int(result.recordsPerSecond)) records/s from the broker")
             }
             if steps.contains("batched") {
                 say("batched: once run --max-batch \(maxBatch) --connections \(connections)")
@@ -182,9 +196,12 @@ struct OnceBench: AsyncParsableCommand {
                 say(summary(result))
             }
             if steps.contains("per-record") {
-                say("per-record: once run --max-batch 1 --connections \(connections) over the first \(prefixCount) records")
+                say(
+                    "per-record: once run --max-batch 1 --connections \(connections) over the first \(prefixCount) records"
+                )
                 let result = try await ConsumeStep.run(
-                    strategy: "per-record", database: "once_bench_per_record", topic: topics.prefix, expectation: prefix,
+                    strategy: "per-record", database: "once_bench_per_record", topic: topics.prefix,
+                    expectation: prefix,
                     maxBatch: 1, context: context, log: say)
                 report.perRecord = result
                 say(summary(result))
@@ -200,12 +217,25 @@ struct OnceBench: AsyncParsableCommand {
             if steps.contains("replay"), report.batched != nil {
                 say("replay: every partition of \(topics.main) from offset 0 through its stored position")
                 let database = BenchDatabase(
-                    name: "once_bench_batched", url: try BenchDatabase.replacingDatabase(in: serverURL, with: "once_bench_batched"))
+                    name: "once_bench_batched",
+                    url: try BenchDatabase.replacingDatabase(in: serverURL, with: "once_bench_batched"))
                 let result = try await ReplayStep.run(
                     database: database, group: "bench-\(runID)-batched", topic: topics.main, expectation: full,
                     batchSize: replayBatch, context: context)
                 report.replay = result
-                say("replay: \(Int(result.eventsPerSecond)) events/s (\(String(format: "%.2f", result.seconds)) s; polls \(String(format: "%.2f", result.pollSeconds)) s, database waits \(String(format: "%.2f", result.databaseWaitSeconds)) s)")
+                say(
+                    "replay: \(Int(result.eventsPerSecond)) events/s in the engine (\(String(format: "%.2f", result.seconds)) s); "
+                        + "once replay processes \(String(format: "%.1f", result.commandSeconds)) s")
+            }
+            if steps.contains("broker-latency") {
+                say("broker latency: \(latencyRate) records/s for 8 s to a bare consumer")
+                let result = try await BrokerLatencyStep.run(
+                    rate: latencyRate, duration: .seconds(8), topic: topics.floor, partitions: partitions,
+                    context: context)
+                report.brokerLatency = result
+                say(
+                    "broker latency: p50 \(result.p50Milliseconds) ms, p99 \(result.p99Milliseconds) ms, max \(result.maxMilliseconds) ms"
+                )
             }
             if steps.contains("latency") {
                 say("latency: \(latencyRate) events/s for \(latencySeconds) s to a running once run")
@@ -214,7 +244,8 @@ struct OnceBench: AsyncParsableCommand {
                     partitions: partitions, accounts: accounts, context: context, log: say)
                 report.latency = result
                 say(
-                    "latency: p50 \(result.p50Milliseconds) ms, p99 \(result.p99Milliseconds) ms, max \(result.maxMilliseconds) ms")
+                    "latency: p50 \(result.p50Milliseconds) ms, p99 \(result.p99Milliseconds) ms, max \(result.maxMilliseconds) ms"
+                )
             }
         } catch {
             say("a step failed: \(error)")
@@ -222,9 +253,9 @@ struct OnceBench: AsyncParsableCommand {
         }
 
         if keepTopics {
-            say("kept topics \(topics.main), \(topics.prefix), \(topics.latency)")
+            say("kept topics \(topics.main), \(topics.prefix), \(topics.latency), \(topics.floor)")
         } else {
-            try? await admin.deleteTopics([topics.main, topics.prefix, topics.latency])
+            try? await admin.deleteTopics([topics.main, topics.prefix, topics.latency, topics.floor])
         }
         await admin.close()
 
@@ -236,17 +267,12 @@ struct OnceBench: AsyncParsableCommand {
         report.failures = stepFailures + report.failures
         if !report.failures.isEmpty { report.verdict = "FAILED" }
         let jsonURL = URL(fileURLWithPath: json)
-        try FileManager.default.createDirectory(at: jsonURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: jsonURL.deletingLastPathComponent(), withIntermediateDirectories: true)
         try report.json().write(to: jsonURL)
         print(report.markdown())
         say("wrote \(json)")
         if !report.correct { throw ExitCode(1) }
-    }
-
-    /// librdkafka fetch settings tried by the read step.
-    private var readProperties: [[String: String]] {
-        [[:], ["fetch.wait.max.ms": "10"], ["max.partition.fetch.bytes": "10485760", "fetch.max.bytes": "104857600"],
-         ["fetch.queue.backoff.ms": "0", "fetch.wait.max.ms": "10"]]
     }
 
     private func summary(_ result: ConsumeResult) -> String {

@@ -9,6 +9,8 @@ struct Machine: Codable, Sendable {
     var kernel: String
     var loadAverageAtStart: String
     var loadAverageAtEnd: String
+    /// Share of both cores busy (any process) during the second before the first measurement.
+    var cpuBusyBeforeStart: Double
     var postgresVersion: String
     var postgres: [String: String]
 
@@ -25,7 +27,8 @@ struct Machine: Codable, Sendable {
             postgres[name] = try db.query("SELECT current_setting($1)", [.text(name)])[0].decode(String.self, column: 0)
         }
         let version = try db.query("SELECT current_setting('server_version')")[0].decode(String.self, column: 0)
-        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+        let cpu =
+            (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? "unknown"
         var name = utsname()
@@ -34,7 +37,25 @@ struct Machine: Codable, Sendable {
         return Machine(
             cores: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: ProcessInfo.processInfo.physicalMemory,
             cpu: cpu, kernel: release, loadAverageAtStart: loadAverage(), loadAverageAtEnd: "",
-            postgresVersion: version, postgres: postgres)
+            cpuBusyBeforeStart: cpuBusy(over: 1), postgresVersion: version, postgres: postgres)
+    }
+
+    /// The busy share of all cores over `seconds`, from /proc/stat.
+    static func cpuBusy(over seconds: UInt32) -> Double {
+        func sample() -> (busy: Double, total: Double)? {
+            guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+                let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+            else { return nil }
+            let fields = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+            guard fields.count >= 5 else { return nil }
+            let idle = fields[3] + fields[4]  // idle + iowait
+            let total = fields.prefix(8).reduce(0, +)
+            return (total - idle, total)
+        }
+        guard let first = sample() else { return 0 }
+        sleep(seconds)
+        guard let second = sample(), second.total > first.total else { return 0 }
+        return (second.busy - first.busy) / (second.total - first.total)
     }
 
     static func loadAverage() -> String {
@@ -101,6 +122,8 @@ struct BenchReport: Codable, Sendable {
     var machine: Machine
     var workload: Workload
     var settings: Settings
+    var read: ReadResult?
+    var brokerLatency: BrokerLatencyResult?
     var batched: ConsumeResult?
     var perRecord: ConsumeResult?
     var ceiling: CeilingResult?
@@ -127,15 +150,21 @@ struct BenchReport: Codable, Sendable {
             targets.append(Target("batched ÷ ceiling", value: ratio, unit: "×", atLeast: 0.6))
         }
         if let replay {
-            targets.append(Target("replay of processed records", value: replay.eventsPerSecond, unit: "events/s", atLeast: 100_000))
+            targets.append(
+                Target("replay of processed records", value: replay.eventsPerSecond, unit: "events/s", atLeast: 100_000)
+            )
         }
         if let latency {
             targets.append(
-                Target("p99 latency at \(latency.offeredRate) events/s", value: latency.p99Milliseconds, unit: "ms", atMost: 50))
+                Target(
+                    "p99 latency at \(latency.offeredRate) events/s", value: latency.p99Milliseconds, unit: "ms",
+                    atMost: 50))
         }
         if let batched {
             targets.append(
-                Target("peak RSS of once run (batched)", value: Double(batched.peakRSSBytes) / 1e6, unit: "MB", atMost: 150))
+                Target(
+                    "peak RSS of once run (batched)", value: Double(batched.peakRSSBytes) / 1e6, unit: "MB", atMost: 150
+                ))
         }
         failures = []
         func collect(_ strategy: String, _ checks: [Check]?) {
@@ -167,7 +196,8 @@ struct BenchReport: Codable, Sendable {
                 + "\(count(workload.producerDuplicates)) producer duplicates, \(count(workload.exactRedeliveries)) exact redeliveries; "
                 + "\(percent(workload.grantsShare)) of first emissions are grants) over \(workload.partitions) partitions and "
                 + "\(count(workload.accounts)) accounts. `once run --connections \(settings.connections) --max-batch \(settings.maxBatch)`"
-                + (settings.kafkaProperties.isEmpty ? "" : " with " + settings.kafkaProperties.map { "`\($0)`" }.joined(separator: ", "))
+                + (settings.kafkaProperties.isEmpty
+                    ? "" : " with " + settings.kafkaProperties.map { "`\($0)`" }.joined(separator: ", "))
                 + ". Commit \(commit).")
         lines.append("")
         lines.append("| measure | result | how |")
@@ -175,12 +205,14 @@ struct BenchReport: Codable, Sendable {
         if let batched {
             lines.append(
                 "| batched (`--max-batch \(batched.maxBatch)`) | \(count(batched.eventsPerSecond)) events/s | "
-                    + "\(count(batched.records)) records in \(seconds(batched.seconds)), ~\(count(Int(batched.batches))) transactions |")
+                    + "\(count(batched.records)) records in \(seconds(batched.seconds)), ~\(count(Int(batched.batches))) transactions |"
+            )
         }
         if let perRecord {
             lines.append(
                 "| per-record (`--max-batch 1`) | \(count(perRecord.eventsPerSecond)) events/s | "
-                    + "first \(count(perRecord.records)) records of the same workload in \(seconds(perRecord.seconds)) |")
+                    + "first \(count(perRecord.records)) records of the same workload in \(seconds(perRecord.seconds)) |"
+            )
         }
         if let ceiling {
             lines.append(
@@ -191,18 +223,36 @@ struct BenchReport: Codable, Sendable {
         if let replay {
             lines.append(
                 "| replay of processed records | \(count(replay.eventsPerSecond)) events/s | "
-                    + "\(count(replay.records)) records, \(replay.partitions) partitions, batches of \(count(replay.batchSize)), "
-                    + "\(seconds(replay.seconds)) |")
+                    + "the engine of `once replay`, \(count(replay.records)) records, \(replay.partitions) partitions one after "
+                    + "another, batches of \(count(replay.batchSize)), \(seconds(replay.seconds)) |")
+            lines.append(
+                "| replay, `once replay` processes | \(count(replay.commandEventsPerSecond)) events/s | "
+                    + "the same ranges, launch to exit of \(replay.partitions) processes, \(seconds(replay.commandSeconds)) |"
+            )
+        }
+        if let read {
+            lines.append(
+                "| broker to a bare consumer | \(count(read.recordsPerSecond)) records/s | "
+                    + "every partition of the workload read, nothing done, \(seconds(read.seconds)) |")
         }
         if let latency {
             lines.append(
                 "| latency p50 / p99 / max | \(ms(latency.p50Milliseconds)) / \(ms(latency.p99Milliseconds)) / "
                     + "\(ms(latency.maxMilliseconds)) ms | \(count(latency.records)) events offered at \(count(latency.offeredRate))/s "
-                    + "for \(seconds(latency.offeredSeconds)); p90 \(ms(latency.p90Milliseconds)), p99.9 \(ms(latency.p999Milliseconds)) ms |")
+                    + "for \(seconds(latency.offeredSeconds)); p90 \(ms(latency.p90Milliseconds)), p99.9 \(ms(latency.p999Milliseconds)) ms |"
+            )
+        }
+        if let brokerLatency {
+            lines.append(
+                "| broker latency p50 / p99 / max | \(ms(brokerLatency.p50Milliseconds)) / \(ms(brokerLatency.p99Milliseconds)) / "
+                    + "\(ms(brokerLatency.maxMilliseconds)) ms | the same paced producer to a bare consumer "
+                    + "(\(count(brokerLatency.records)) records at \(count(brokerLatency.offeredRate))/s): the broker's share |"
+            )
         }
         if let batched {
             lines.append(
-                "| peak RSS of `once run` (batched) | \(mb(batched.peakRSSBytes)) MB | VmHWM, \(count(batched.memorySamples)) samples |")
+                "| peak RSS of `once run` (batched) | \(mb(batched.peakRSSBytes)) MB | VmHWM, \(count(batched.memorySamples)) samples |"
+            )
         }
         if let latency {
             lines.append("| peak RSS of `once run` (latency) | \(mb(latency.peakRSSBytes)) MB | VmHWM |")
@@ -211,9 +261,13 @@ struct BenchReport: Codable, Sendable {
         lines.append("| target | this run | verdict |")
         lines.append("| --- | ---: | --- |")
         for target in targets {
-            let value = target.unit == "×" ? String(format: "%.2f×", target.value) : "\(decimal(target.value)) \(target.unit)"
-            let threshold = target.unit == "×" ? decimal(target.threshold) + "×" : "\(count(target.threshold)) \(target.unit)"
-            lines.append("| \(target.name) \(target.comparison) \(threshold) | \(value) | \(target.met ? "met" : "**not met**") |")
+            let value =
+                target.unit == "×" ? String(format: "%.2f×", target.value) : "\(decimal(target.value)) \(target.unit)"
+            let threshold =
+                target.unit == "×" ? decimal(target.threshold) + "×" : "\(count(target.threshold)) \(target.unit)"
+            lines.append(
+                "| \(target.name) \(target.comparison) \(threshold) | \(value) | \(target.met ? "met" : "**not met**") |"
+            )
         }
         lines.append("")
         lines.append("| correctness | checks |")
@@ -224,17 +278,22 @@ struct BenchReport: Codable, Sendable {
         ] {
             guard let checks else { continue }
             let failed = checks.failures.count
-            lines.append("| \(strategy) | \(checks.count - failed)/\(checks.count) passed\(failed > 0 ? " — **FAILED**" : "") |")
+            lines.append(
+                "| \(strategy) | \(checks.count - failed)/\(checks.count) passed\(failed > 0 ? " — **FAILED**" : "") |")
         }
         lines.append("")
-        let pg = Machine.settings.compactMap { name in machine.postgres[name].map { "\(name)=\($0)" } }.joined(separator: ", ")
+        let pg = Machine.settings.compactMap { name in machine.postgres[name].map { "\(name)=\($0)" } }.joined(
+            separator: ", ")
         lines.append(
             "Machine: \(machine.cores) cores (\(machine.cpu)), \(decimal(Double(machine.memoryBytes) / 1_073_741_824)) GiB, "
-                + "Linux \(machine.kernel); PostgreSQL \(machine.postgresVersion) (\(pg)); load average \(machine.loadAverageAtStart) "
-                + "at the start, \(machine.loadAverageAtEnd) at the end. Bench time \(seconds(totalSeconds)).")
+                + "Linux \(machine.kernel); PostgreSQL \(machine.postgresVersion) (\(pg)); CPU \(percent(machine.cpuBusyBeforeStart)) "
+                + "busy in the second before the first measurement; load average \(machine.loadAverageAtStart) at the start "
+                + "(the build's included), \(machine.loadAverageAtEnd) at the end. Bench time \(seconds(totalSeconds))."
+        )
         lines.append("")
         if failures.isEmpty {
-            lines.append("Result: correct (every check passed); \(targets.filter(\.met).count) of \(targets.count) targets met.")
+            lines.append(
+                "Result: correct (every check passed); \(targets.filter(\.met).count) of \(targets.count) targets met.")
         } else {
             lines.append("Result: **FAILED**")
             for failure in failures { lines.append("- \(failure)") }

@@ -73,7 +73,9 @@ struct Workload: Sendable {
         }
         let base: Int64 = 1_795_000_000_000  // 2026-11-18, a fixed instant so that bytes repeat run to run
         var placed: [Placed] = (0..<firsts).map { index in
-            Placed(place: Double(index) / Double(firsts), eventID: "bench-e\(index)", logical: index, occurredMilliseconds: base + Int64(index))
+            Placed(
+                place: Double(index) / Double(firsts), eventID: "bench-e\(index)", logical: index,
+                occurredMilliseconds: base + Int64(index))
         }
         for index in 0..<duplicates {
             let of = Int(random.next(below: UInt64(firsts)))
@@ -98,7 +100,8 @@ struct Workload: Sendable {
             let logical = logicals[item.logical]
             let value =
                 bytes[item.eventID]
-                ?? Self.envelope(eventID: item.eventID, logical: logical, occurredMilliseconds: item.occurredMilliseconds)
+                ?? Self.envelope(
+                    eventID: item.eventID, logical: logical, occurredMilliseconds: item.occurredMilliseconds)
             bytes[item.eventID] = value
             return Record(eventID: item.eventID, logical: item.logical, value: value, partition: logical.partition)
         }
@@ -177,7 +180,8 @@ func rfc3339(milliseconds: Int64) -> String {
     let millis = Int(milliseconds % 1000)
     func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
     let fraction = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
-    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(fraction)Z"
+    return
+        "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(fraction)Z"
 }
 
 /// FNV-1a over the UTF-8 bytes: a stable hash for choosing partitions.

@@ -63,7 +63,8 @@ final class OutboxWriter {
             INSERT INTO outbox (tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
             SELECT m.tenant_id, m.event_type, m.aggregate_id, m.topic, m.message_key,
                    substring($6::bytea FROM m.payload_start::integer FOR m.payload_length::integer),
-                   convert_from(substring($6::bytea FROM m.headers_start::integer FOR m.headers_length::integer), 'UTF8')::jsonb
+                   convert_from(
+                       substring($6::bytea FROM m.headers_start::integer FOR m.headers_length::integer), 'UTF8')::jsonb
             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                         $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) WITH ORDINALITY
                 AS m(tenant_id, event_type, aggregate_id, topic, message_key,

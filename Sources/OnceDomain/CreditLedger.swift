@@ -110,7 +110,9 @@ enum CreditLedger {
         return results.map(\.outcome)
     }
 
-    static func post(_ postings: [(envelope: Envelope, command: CreditPosting)], on db: PostgresConnection) throws -> [LedgerResult] {
+    static func post(
+        _ postings: [(envelope: Envelope, command: CreditPosting)], on db: PostgresConnection
+    ) throws -> [LedgerResult] {
         // The first posting of each business key is the one that may apply.
         var firstIndex: [Key: Int] = [:]
         for (index, item) in postings.enumerated() where firstIndex[key(item)] == nil {
@@ -195,7 +197,10 @@ enum CreditLedger {
                 JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, kind, business_key)
                     USING (tenant_id, kind, business_key)
                 """,
-                [.textArray(seen.map(\.tenantID)), .textArray(seen.map(\.kind.rawValue)), .textArray(seen.map(\.businessKey))])
+                [
+                    .textArray(seen.map(\.tenantID)), .textArray(seen.map(\.kind.rawValue)),
+                    .textArray(seen.map(\.businessKey)),
+                ])
             for row in existing {
                 guard let kind = LedgerKind(rawValue: try row.decode(String.self, column: 1)) else { continue }
                 let key = Key(
