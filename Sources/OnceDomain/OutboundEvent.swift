@@ -34,19 +34,20 @@ struct OutboundEvent {
 
     var eventID: String { Self.eventID(type: type, tenantID: tenantID, aggregateID: aggregateID) }
 
-    var envelope: Envelope {
+    func envelope(eventID: String) -> Envelope {
         Envelope(
             eventID: eventID, type: type, version: 1, tenantID: tenantID, occurredAt: source.occurredAt, data: data)
     }
 
     var outboxMessage: OutboxMessage {
-        OutboxMessage(
+        let eventID = self.eventID  // a SHA-1: computed once per event
+        return OutboxMessage(
             tenantID: tenantID,
             eventType: type,
             aggregateID: aggregateID,
             topic: topic,
             key: key,
-            payload: JSONWriter.serialize(envelope.jsonValue),
+            payload: JSONWriter.serialize(envelope(eventID: eventID).jsonValue),
             headers: [
                 "once-event-id": eventID,
                 "once-event-type": type,
