@@ -39,15 +39,8 @@ struct DeadLetters: AsyncParsableCommand {
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             let queue = DeadLetterQueue(group: settings.groupID)
             let (all, limit) = (self.all, self.limit)
-            let entries: [DeadLetterEntry]
-            do {
-                entries = try await database.withConnection { db in
-                    try queue.list(includeResolved: all, limit: limit, on: db)
-                }
-                await database.close()
-            } catch {
-                await database.close()
-                throw CommandFailure(oneLine("cannot read dead_letters: \(error)"))
+            let entries = try await database.readAndClose("dead_letters") { db in
+                try queue.list(includeResolved: all, limit: limit, on: db)
             }
             switch format {
             case .json:
@@ -101,14 +94,7 @@ struct DeadLetters: AsyncParsableCommand {
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             let queue = DeadLetterQueue(group: settings.groupID)
             let id = self.id
-            let found: DeadLetterEntry?
-            do {
-                found = try await database.withConnection { db in try queue.entry(id: id, on: db) }
-                await database.close()
-            } catch {
-                await database.close()
-                throw CommandFailure(oneLine("cannot read dead_letters: \(error)"))
-            }
+            let found = try await database.readAndClose("dead_letters") { db in try queue.entry(id: id, on: db) }
             guard let entry = found else { throw CommandFailure("there is no dead letter \(id)") }
             if format == .json {
                 print(JSONWriter.serializeString(DeadLetters.json(entry, payload: true)))

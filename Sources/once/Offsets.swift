@@ -27,14 +27,7 @@ struct Offsets: AsyncParsableCommand {
             let logger = try connection.makeLogger()
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
             let offsets = ConsumerOffsets(group: settings.groupID)
-            let positions: [StoredPosition]
-            do {
-                positions = try await database.withConnection { db in try offsets.positions(on: db) }
-                await database.close()
-            } catch {
-                await database.close()
-                throw CommandFailure(oneLine("cannot read consumer_offsets: \(error)"))
-            }
+            let positions = try await database.readAndClose("consumer_offsets") { db in try offsets.positions(on: db) }
             switch format {
             case .json:
                 print(

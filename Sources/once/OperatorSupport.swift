@@ -19,6 +19,20 @@ extension ConnectionOptions {
     }
 }
 
+extension PostgresClient {
+    /// Runs one read and closes the session; a failure becomes one line naming what was read.
+    func readAndClose<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
+        do {
+            let value = try await withConnection(body)
+            await close()
+            return value
+        } catch {
+            await close()
+            throw CommandFailure(oneLine("cannot read \(what): \(error)"))
+        }
+    }
+}
+
 enum OperatorChecks {
     /// Fails with one line unless the broker answers within seconds, has the topic, and the
     /// topic has the partition.

@@ -70,7 +70,10 @@ struct Run: AsyncParsableCommand {
     private func checkTopics(_ configuration: PipelineConfiguration, logger: Logger) async throws {
         let admin = try await KafkaAdmin(bootstrapServers: configuration.brokers, properties: configuration.kafkaProperties, logger: logger)
         defer { Task { await admin.close() } }
-        for topic in configuration.topics {
+        // The input topics, and those the relay publishes to: a missing one would stall the outbox.
+        let outputs = DomainTopics()
+        let needed = configuration.topics + [configuration.deadLetterTopic, outputs.creditLedger, outputs.deviceDispatch, outputs.jobsCreated]
+        for topic in needed {
             do {
                 _ = try await admin.partitionCount(topic: topic, timeout: .seconds(5))
             } catch let error as KafkaError where error.kind == .unknownTopicOrPartition {
