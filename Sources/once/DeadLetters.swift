@@ -14,9 +14,7 @@ struct DeadLetters: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "The group's unresolved dead letters (all with --all), oldest first.")
 
-        enum Format: String, ExpressibleByArgument, CaseIterable {
-            case table, json
-        }
+        typealias Format = TableOrJSON
 
         @OptionGroup var connection: ConnectionOptions
 
@@ -76,9 +74,7 @@ struct DeadLetters: AsyncParsableCommand {
             abstract:
                 "One dead letter: where it came from, why, its headers and its payload (pretty JSON, or a hex dump).")
 
-        enum Format: String, ExpressibleByArgument, CaseIterable {
-            case text, json
-        }
+        typealias Format = TextOrJSON
 
         @OptionGroup var connection: ConnectionOptions
 
@@ -150,9 +146,7 @@ struct DeadLetters: AsyncParsableCommand {
                 letter failed again.
                 """)
 
-        enum Format: String, ExpressibleByArgument, CaseIterable {
-            case text, json
-        }
+        typealias Format = TextOrJSON
 
         @OptionGroup var connection: ConnectionOptions
 

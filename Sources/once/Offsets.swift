@@ -13,9 +13,7 @@ struct Offsets: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Per topic and partition of the group: next offset, generation, owner, last update.")
 
-        enum Format: String, ExpressibleByArgument, CaseIterable {
-            case table, json
-        }
+        typealias Format = TableOrJSON
 
         @OptionGroup var connection: ConnectionOptions
 
@@ -78,9 +76,7 @@ struct Offsets: AsyncParsableCommand {
                 partition from its start; the end of the log when there is none.
                 """)
 
-        enum Format: String, ExpressibleByArgument, CaseIterable {
-            case text, json
-        }
+        typealias Format = TextOrJSON
 
         @OptionGroup var connection: ConnectionOptions
 

@@ -19,6 +19,16 @@ extension ConnectionOptions {
     }
 }
 
+/// `--format` of a command that prints a sentence or a report.
+enum TextOrJSON: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+/// `--format` of a command that prints rows.
+enum TableOrJSON: String, ExpressibleByArgument, CaseIterable {
+    case table, json
+}
+
 extension PostgresClient {
     /// Runs one read and closes the session; a failure becomes one line naming what was read.
     func readAndClose<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {

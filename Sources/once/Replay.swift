@@ -18,9 +18,7 @@ struct Replay: AsyncParsableCommand {
             the counts say what would have happened (each batch on its own).
             """)
 
-    enum Format: String, ExpressibleByArgument, CaseIterable {
-        case text, json
-    }
+    typealias Format = TextOrJSON
 
     @OptionGroup var connection: ConnectionOptions
 
