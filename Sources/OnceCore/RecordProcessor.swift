@@ -21,10 +21,20 @@ public struct RecordProcessor: Sendable {
     public func process(
         _ records: [KafkaRecord], dryRun: Bool = false, on db: PostgresConnection
     ) throws -> ProcessReport {
-        guard let first = records.first else { return ProcessReport() }
-        let batch = PartitionBatch(partition: first.topicPartition, records: records)
+        try process(decode(records), dryRun: dryRun, on: db)
+    }
+
+    /// Validates `records` for `process(_:dryRun:on:)`: pure work, on any thread, so that a
+    /// caller can decode one batch while the previous one's transaction runs.
+    func decode(_ records: [KafkaRecord]) -> DecodedBatch {
+        DecodedBatch(records: records, decoded: records.map(decoder.decode))
+    }
+
+    func process(_ batch: DecodedBatch, dryRun: Bool = false, on db: PostgresConnection) throws -> ProcessReport {
+        guard let first = batch.records.first else { return ProcessReport() }
         let summary = try transaction.commit(
-            records.map(decoder.decode), of: batch, fence: nil, options: .init(dryRun: dryRun), on: db)
+            batch.decoded, of: PartitionBatch(partition: first.topicPartition, records: batch.records), fence: nil,
+            options: .init(dryRun: dryRun), on: db)
         var report = ProcessReport()
         for outcome in summary.outcomes { report.counts[outcome, default: 0] += 1 }
         report.counts[.duplicate, default: 0] += summary.duplicates
@@ -32,6 +42,12 @@ public struct RecordProcessor: Sendable {
         report.deadLetters = summary.deadLetters
         return report
     }
+}
+
+/// Records of one partition with what validation made of each, ready for a transaction.
+struct DecodedBatch: Sendable {
+    var records: [KafkaRecord]
+    var decoded: [BatchRecord]
 }
 
 /// How many records of a run ended in each outcome.

@@ -59,15 +59,28 @@ public struct PartitionReplay: Sendable {
         var pending: [KafkaRecord] = []
         let estimatedLast = request.through ?? max(request.from, marks.high - 1)
 
-        func flush(_ batch: [KafkaRecord]) async throws {
-            report.outcomes.add(try await process(batch, dryRun: request.dryRun, done: report))
-            report.firstOffset = report.firstOffset ?? batch.first?.offset
-            report.lastOffset = batch.last?.offset
-            report.recordsRead += batch.count
+        // One batch's transaction runs while the next is read and decoded; the transactions
+        // still run one after the other, in offset order.
+        var committing: (batch: DecodedBatch, task: Task<ProcessReport, any Error>)?
+
+        func settle() async throws {
+            guard let (batch, task) = committing else { return }
+            committing = nil
+            report.outcomes.add(try await task.value)
+            report.firstOffset = report.firstOffset ?? batch.records.first?.offset
+            report.lastOffset = batch.records.last?.offset
+            report.recordsRead += batch.records.count
             progress(
                 ReplayProgress(
-                    recordsRead: report.recordsRead, offset: batch.last?.offset ?? request.from, from: request.from,
+                    recordsRead: report.recordsRead, offset: report.lastOffset ?? request.from, from: request.from,
                     estimatedLast: estimatedLast))
+        }
+
+        func submit(_ records: [KafkaRecord]) async throws {
+            let batch = processor.decode(records)
+            try await settle()
+            let done = report
+            committing = (batch, Task { try await process(batch, dryRun: request.dryRun, done: done) })
         }
 
         let read: PartitionRead
@@ -76,15 +89,18 @@ public struct PartitionReplay: Sendable {
             read = try await reader.read(from: request.from, through: request.through, maxRecords: size) { records in
                 pending += records
                 while pending.count >= size {
-                    try await flush(Array(pending.prefix(size)))
+                    try await submit(Array(pending.prefix(size)))
                     pending.removeFirst(size)
                 }
                 return true
             }
-            if !pending.isEmpty { try await flush(pending) }
+            if !pending.isEmpty { try await submit(pending) }
+            try await settle()
         } catch let error as ReplayInterrupted {
             throw error
         } catch {
+            // Reading failed with a batch still committing: let it end, so the report is exact.
+            try? await settle()
             throw ReplayInterrupted(report: report, underlying: error)
         }
         report.reachedEnd = read.reachedEnd
@@ -92,13 +108,13 @@ public struct PartitionReplay: Sendable {
     }
 
     /// One batch in one transaction, retried while the database is away (briefly).
-    private func process(_ records: [KafkaRecord], dryRun: Bool, done: ReplayReport) async throws -> ProcessReport {
+    private func process(_ batch: DecodedBatch, dryRun: Bool, done: ReplayReport) async throws -> ProcessReport {
         let processor = self.processor
         var attempt = 0
         while true {
             do {
                 return try await database.withConnection { db in
-                    try processor.process(records, dryRun: dryRun, on: db)
+                    try processor.process(batch, dryRun: dryRun, on: db)
                 }
             } catch let error as PostgresError where error.isTransient && attempt < transientAttempts {
                 attempt += 1
