@@ -73,9 +73,10 @@ struct BatchTransaction {
             //    storm of them runs about twice as fast); the conflict clause still settles
             //    races. OFFSET 0 keeps the probe per id: as a join, the planner may hash the
             //    group's whole history instead.
+            //    Each claimed row's ctid comes back, so that step 4 finds it without a lookup.
             var seen = Set<String>()
             let candidates = records.filter { seen.insert($0.eventID).inserted }
-            let fresh = Set(try tx.query(
+            let claimed = Dictionary(uniqueKeysWithValues: try tx.query(
                 """
                 INSERT INTO processed_messages
                     (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome)
@@ -84,14 +85,14 @@ struct BatchTransaction {
                 WHERE NOT EXISTS (
                     SELECT 1 FROM processed_messages d WHERE d.consumer_group = $1 AND d.event_id = e.id OFFSET 0)
                 ON CONFLICT (consumer_group, event_id) DO NOTHING
-                RETURNING event_id
+                RETURNING event_id, ctid::text
                 """,
                 [.text(group), .text(p.topic), .int32(p.partition),
                  .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
                  .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.tenantID)),
                  .textArray(candidates.map(\.provisionalOutcome.rawValue))]
-            ).map { try $0.decode(String.self, column: 0) })
-            let new = candidates.filter { fresh.contains($0.eventID) }
+            ).map { (try $0.decode(String.self, column: 0), try $0.decode(String.self, column: 1)) })
+            let new = candidates.filter { claimed[$0.eventID] != nil }
 
             // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
             let outbox = OutboxWriter()
@@ -108,16 +109,13 @@ struct BatchTransaction {
                 }
             }
 
-            // 4. Outcomes other than the provisional `applied`.
-            let changed = outcomes.filter { $0.1 != .applied }
-            if !changed.isEmpty {
+            // 4. Outcomes other than the provisional `applied`, one statement per outcome, by the
+            //    rows' ctids (stable: no other transaction sees these rows before the commit).
+            let changed = Dictionary(grouping: outcomes.filter { $0.1 != .applied }, by: \.1)
+            for (outcome, rows) in changed.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
                 try tx.execute(
-                    """
-                    UPDATE processed_messages p SET outcome = u.outcome
-                    FROM unnest($2::text[], $3::text[]) AS u(event_id, outcome)
-                    WHERE p.consumer_group = $1 AND p.event_id = u.event_id
-                    """,
-                    [.text(group), .textArray(changed.map(\.0)), .textArray(changed.map(\.1.rawValue))])
+                    "UPDATE processed_messages SET outcome = $1 WHERE ctid = ANY($2::text[]::tid[])",
+                    [.text(outcome.rawValue), .textArray(rows.map { claimed[$0.0] })])
             }
 
             // 5. Dead letters, each with its record on the dead-letter topic (a retried one

@@ -135,7 +135,7 @@ extension Migration {
         ),
         Migration(
             version: 2,
-            name: "byte-order dedup keys",
+            name: "dedup keys in byte order, room for outcome updates",
             statements: [
                 // Event ids and group names are identifiers: comparing them byte by byte gives the
                 // same answers as any locale for equality and makes each dedup probe cheaper
@@ -144,7 +144,29 @@ extension Migration {
                 ALTER TABLE processed_messages
                     ALTER COLUMN consumer_group TYPE text COLLATE "C",
                     ALTER COLUMN event_id TYPE text COLLATE "C"
+                """,
+                // Room on each page for the batch's outcome updates (a duplicate or a conflict is
+                // first claimed as `applied`), so that they stay on the page and skip the indexes.
+                "ALTER TABLE processed_messages SET (fillfactor = 85)",
+            ]
+        ),
+        Migration(
+            version: 3,
+            name: "outbox relay floor",
+            statements: [
+                // Every outbox row below `floor` is published (`OutboxFloor`): the relay scans from
+                // there by id, so no index needs `published_at`, and marking a row published
+                // rewrites it in place on its page (fillfactor) without touching an index.
                 """
+                CREATE TABLE outbox_relay (
+                    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                    floor bigint NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                "INSERT INTO outbox_relay (floor) VALUES (1)",
+                "DROP INDEX outbox_unpublished",
+                "ALTER TABLE outbox SET (fillfactor = 50)",
             ]
         ),
     ]

@@ -36,10 +36,21 @@ public final class OutboxRelay: Sendable {
 
     public func run() async throws {
         let session = try await PostgresClient.connect(
-            configuration: PostgresConfiguration(url: databaseURL, applicationName: "once-relay"), logger: logger, threadName: "once-relay-db")
+            configuration: PostgresConfiguration(
+                url: databaseURL, applicationName: "once-relay",
+                // The relay reads a short run of rows in id order from its floor: an ordered scan
+                // of the primary key that stops at the limit. Statistics lag behind a fast-growing
+                // outbox and would make the planner sort a bitmap of everything above the floor
+                // (with parallel workers). Plans priced as disabled must not be JIT-compiled.
+                settings: [
+                    "enable_bitmapscan": "off", "enable_seqscan": "off", "max_parallel_workers_per_gather": "0",
+                    "jit": "off",
+                ]),
+            logger: logger, threadName: "once-relay-db")
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
         defer { logger.info("relay stopped") }
         var lockedBackend: Int32?
+        var position = OutboxPosition(floor: 1)
         var attempt = 0
         while !isStopping {
             do {
@@ -57,9 +68,10 @@ public final class OutboxRelay: Sendable {
                         continue
                     }
                     lockedBackend = acquired
-                    logger.info("relay active")
+                    position = try await session.withConnection { db in try Self.recordedFloor(on: db) }
+                    logger.info("relay active", metadata: ["floor": "\(position.floor)"])
                 }
-                let published = try await publishOnce(session: session, producer: producer)
+                let published = try await publishOnce(session: session, producer: producer, position: &position)
                 attempt = 0
                 if published == 0 {
                     _ = try await session.withConnection { db in try db.waitForNotifications(timeout: .seconds(1)) }
@@ -74,36 +86,85 @@ public final class OutboxRelay: Sendable {
         await session.close()
     }
 
-    /// Publishes up to `batchSize` rows; returns how many were marked published.
-    func publishOnce(session: PostgresClient, producer: KafkaProducer) async throws -> Int {
-        let limit = batchSize
-        let rows = try await session.withConnection { db in
-            try db.query(
-                "SELECT id, topic, message_key, payload, headers::text FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
-                [.int(limit)]
-            ).map { row in
-                OutboxRow(
-                    id: try row.decode(Int64.self, column: 0),
-                    record: KafkaOutgoingRecord(
-                        topic: try row.decode(String.self, column: 1),
-                        key: try row.decode(String?.self, column: 2).map { Array($0.utf8) },
-                        value: try row.decode([UInt8]?.self, column: 3),
-                        headers: Self.headers(fromJSON: try row.decode(String.self, column: 4))))
-            }
+    /// Publishes up to `batchSize` rows from the head on, and rows that committed late below it
+    /// when the floor can move; returns how many were marked published.
+    func publishOnce(session: PostgresClient, producer: KafkaProducer, position: inout OutboxPosition) async throws -> Int {
+        let (limit, head) = (batchSize, position.head)
+        let read = try await session.withConnection { db in
+            try OutboxRead(
+                db.query(
+                    """
+                    WITH horizon AS (
+                        SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
+                               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
+                               (SELECT coalesce(max(id), 0) FROM outbox) AS top
+                    )
+                    SELECT h.oldest_running, h.next_xid, h.top, o.id, o.topic, o.message_key, o.payload, o.headers::text
+                    FROM horizon h LEFT JOIN LATERAL (
+                        SELECT id, topic, message_key, payload, headers FROM outbox
+                        WHERE id >= $1 AND published_at IS NULL ORDER BY id LIMIT $2
+                    ) o ON true
+                    ORDER BY o.id
+                    """,
+                    [.int64(head), .int(limit)]))
         }
-        guard !rows.isEmpty else { return 0 }
+        var rows = read.rows
+        let floorBefore = position.floor
+        if let recheck = position.observe(read.horizon) {
+            // Every transaction that could still add a row below the head has ended: look once.
+            let late = try await session.withConnection { db in
+                try db.query(
+                    """
+                    SELECT id, topic, message_key, payload, headers::text FROM outbox
+                    WHERE id >= $1 AND id < $2 AND published_at IS NULL ORDER BY id LIMIT $3
+                    """,
+                    [.int64(recheck.lowerBound), .int64(recheck.upperBound), .int(limit)]
+                ).map { try OutboxRow($0) }
+            }
+            position.settle(below: recheck.upperBound, firstUnpublished: late.first?.id)
+            rows = late + rows
+        }
+        let floor = position.floor > floorBefore ? position.floor : nil
+        guard !rows.isEmpty else {
+            if let floor { try await session.withConnection { db in try Self.record(floor: floor, on: db) } }
+            return 0
+        }
         let results = try await producer.send(rows.map(\.record))
         // Mark the acknowledged prefix: a later row of the same key must not overtake a failed one.
         let acknowledged = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0.id)
         if acknowledged.count < rows.count, case .failure(let error) = results[acknowledged.count] {
             logger.warning("publishing outbox row \(rows[acknowledged.count].id) failed: \(error)")
         }
-        guard !acknowledged.isEmpty else { throw RelayStalled(rowID: rows[0].id) }
-        _ = try await session.withConnection { db in
+        guard !acknowledged.isEmpty else {
+            position.retry(from: rows[0].id)
+            throw RelayStalled(rowID: rows[0].id)
+        }
+        if acknowledged.count < rows.count {
+            position.retry(from: rows[acknowledged.count].id)
+        } else {
+            position.published(through: rows[rows.count - 1].id)
+        }
+        try await session.withConnection { db in
             try db.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [.int64Array(acknowledged)])
+            if let floor { try Self.record(floor: floor, on: db) }
         }
         return acknowledged.count
     }
+
+    /// Keeps the floor for the next relay (and for `once status`); it never moves back.
+    private static func record(floor: Int64, on db: PostgresConnection) throws {
+        try db.execute("UPDATE outbox_relay SET floor = $1, updated_at = now() WHERE floor < $1", [.int64(floor)])
+    }
+
+    /// The floor a relay starts from: the last one recorded.
+    static func recordedFloor(on db: PostgresConnection) throws -> OutboxPosition {
+        OutboxPosition(floor: try db.query("SELECT coalesce(max(floor), 1) FROM outbox_relay")[0].decode(Int64.self, column: 0))
+    }
+
+    /// Outbox rows not yet published, for queries outside the relay: every row below the
+    /// recorded floor is published, so only the rows from there on need looking at.
+    public static let unpublishedRows =
+        "outbox WHERE id >= (SELECT coalesce(max(floor), 1) FROM outbox_relay) AND published_at IS NULL"
 
     static func headers(fromJSON text: String) -> [KafkaHeader] {
         guard case .object(let fields)? = try? JSONParser.parse(Array(text.utf8)) else { return [] }
@@ -113,9 +174,102 @@ public final class OutboxRelay: Sendable {
     }
 }
 
+/// Where the relay reads. Ids are taken in insert order but committed in any order, so a row
+/// can become visible below rows already published. Two marks:
+/// - `head`: where the next read starts; it moves past what was published;
+/// - `floor`: every row with a smaller id is published (or was rolled back). It moves up to the
+///   top id one read saw only once every transaction running at that read has ended (that
+///   snapshot's `xmax` is at most a later read's `xmin`); the rows between the floor and there
+///   are then looked at once, for rows that committed late, and it stops at any found.
+/// This holds because an outbox row's transaction has its id before the row takes its id
+/// (`OutboxWriter` makes sure). A pure value; the relay keeps it and records the floor in
+/// `outbox_relay`, where a restarted relay, `once status` and `once run --until-idle` find it.
+struct OutboxPosition: Sendable, Hashable {
+    private(set) var floor: Int64
+    private(set) var head: Int64
+    /// A floor waiting for the transactions running when it was seen to end.
+    private var candidate: Candidate?
+
+    private struct Candidate: Sendable, Hashable {
+        var floor: Int64
+        var afterXID: Int64
+    }
+
+    init(floor: Int64) {
+        self.floor = floor
+        head = floor
+    }
+
+    /// Takes in one read's horizon. Returns the ids to look at for rows that committed late
+    /// (then call `settle`) when the floor may move now.
+    mutating func observe(_ horizon: OutboxHorizon) -> Range<Int64>? {
+        var recheck: Range<Int64>?
+        if let waiting = candidate, horizon.oldestRunningXID >= waiting.afterXID {
+            candidate = nil
+            let upper = min(waiting.floor, head)
+            if upper > floor { recheck = floor..<upper }
+        }
+        if candidate == nil, horizon.topID + 1 > floor {
+            candidate = Candidate(floor: horizon.topID + 1, afterXID: horizon.nextXID)
+        }
+        return recheck
+    }
+
+    /// Every row below `upper` is visible now; the first of them still unpublished, if any, holds the floor.
+    mutating func settle(below upper: Int64, firstUnpublished: Int64?) {
+        floor = max(floor, min(upper, firstUnpublished ?? upper))
+    }
+
+    /// The rows read up to `id` are published.
+    mutating func published(through id: Int64) {
+        head = max(head, id + 1)
+    }
+
+    /// The row `id` could not be published: read again from there.
+    mutating func retry(from id: Int64) {
+        head = max(floor, min(head, id))
+    }
+}
+
+/// What one relay read saw of the transactions around it.
+struct OutboxHorizon: Sendable, Hashable {
+    /// The oldest transaction still running (the snapshot's `xmin`).
+    var oldestRunningXID: Int64
+    /// The first transaction id not yet assigned (the snapshot's `xmax`).
+    var nextXID: Int64
+    /// The largest outbox id visible.
+    var topID: Int64
+}
+
+/// The rows of one relay read, and its horizon.
+struct OutboxRead {
+    var horizon: OutboxHorizon
+    var rows: [OutboxRow]
+
+    init(_ result: PostgresResult) throws {
+        let first = result[0]
+        horizon = OutboxHorizon(
+            oldestRunningXID: try first.decode(Int64.self, column: 0), nextXID: try first.decode(Int64.self, column: 1),
+            topID: try first.decode(Int64.self, column: 2))
+        rows = try result.compactMap { row in
+            try row.decode(Int64?.self, column: 3) == nil ? nil : OutboxRow(row, from: 3)
+        }
+    }
+}
+
 struct OutboxRow: Sendable {
     var id: Int64
     var record: KafkaOutgoingRecord
+
+    /// From the columns id, topic, message_key, payload, headers::text, starting at `first`.
+    init(_ row: PostgresRow, from first: Int = 0) throws {
+        id = try row.decode(Int64.self, column: first)
+        record = KafkaOutgoingRecord(
+            topic: try row.decode(String.self, column: first + 1),
+            key: try row.decode(String?.self, column: first + 2).map { Array($0.utf8) },
+            value: try row.decode([UInt8]?.self, column: first + 3),
+            headers: OutboxRelay.headers(fromJSON: try row.decode(String.self, column: first + 4)))
+    }
 }
 
 struct RelayStalled: Error, CustomStringConvertible {

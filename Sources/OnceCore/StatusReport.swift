@@ -152,7 +152,7 @@ public struct StatusReport: Sendable, Hashable {
             let backlog = try tx.query(
                 """
                 SELECT count(*), \(utc("min(created_at)")), extract(epoch FROM now() - min(created_at))::float8
-                FROM outbox WHERE published_at IS NULL
+                FROM \(OutboxRelay.unpublishedRows)
                 """)[0]
             let outbox = OutboxBacklog(
                 unpublished: try backlog.decode(Int64.self, column: 0),

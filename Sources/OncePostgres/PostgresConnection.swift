@@ -11,17 +11,22 @@ public struct PostgresConfiguration: Sendable {
     public var applicationName: String
     /// Idle time before TCP keepalive probes, so that a vanished server is noticed.
     public var keepaliveIdle: Duration
+    /// Server settings (`name` → `value`, no spaces) for every session this configuration
+    /// opens, reconnects included: sent at connect time, as libpq's `options`.
+    public var settings: [String: String]
 
     public init(
         url: String,
         connectTimeout: Duration = .seconds(10),
         applicationName: String = "once",
-        keepaliveIdle: Duration = .seconds(30)
+        keepaliveIdle: Duration = .seconds(30),
+        settings: [String: String] = [:]
     ) {
         self.url = url
         self.connectTimeout = connectTimeout
         self.applicationName = applicationName
         self.keepaliveIdle = keepaliveIdle
+        self.settings = settings
     }
 }
 
@@ -107,7 +112,9 @@ public final class PostgresConnection {
         let timeout = max(2, (configuration.connectTimeout.roundedUpMilliseconds + 999) / 1000)
         let idle = max(1, configuration.keepaliveIdle.roundedUpMilliseconds / 1000)
         // Entries before `dbname` are defaults the URL may override; entries after it are forced.
+        let options = configuration.settings.sorted { $0.key < $1.key }.map { "-c \($0.key)=\($0.value)" }
         let parameters: [(String, String)] = [
+            ("options", options.joined(separator: " ")),
             ("connect_timeout", String(timeout)),
             ("application_name", configuration.applicationName),
             ("keepalives", "1"),

@@ -49,7 +49,7 @@ struct Run: AsyncParsableCommand {
             kafkaProperties: configuration.kafkaProperties, logger: Logger(label: "once.relay"))
         let outboxPublished: @Sendable () async -> Bool = {
             (try? await control.withConnection { db in
-                try db.query("SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)")[0].decode(Bool.self, column: 0)
+                try db.query("SELECT NOT EXISTS (SELECT 1 FROM \(OutboxRelay.unpublishedRows))")[0].decode(Bool.self, column: 0)
             }) ?? false
         }
         let group = ServiceGroup(
