@@ -13,6 +13,14 @@ struct BenchContext: Sendable {
     var maxBatch: Int
     var runID: String
 
+    /// Client settings of the two latency steps, for this broker. Tansu 0.6 answers a fetch that
+    /// finds nothing only after sleeping half of `fetch.wait.max.ms` (librdkafka's default is
+    /// 500 ms), and new records do not wake it; so the consumers wait at most 10 ms. Each of its
+    /// fetches lists every stored batch of the partition, so the producers linger 10 ms to store
+    /// fewer, larger batches. Both are plain client properties (`--kafka-property` for `once run`).
+    static let latencyConsumerProperties = ["fetch.wait.max.ms": "10"]
+    static let latencyProducerLinger = Duration.milliseconds(10)
+
     /// The `--kafka-property` values as librdkafka properties, for the bench's own consumers.
     var consumerProperties: [String: String] {
         var properties: [String: String] = [:]

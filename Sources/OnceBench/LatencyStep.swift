@@ -50,6 +50,7 @@ enum LatencyStep {
             "run", "--database-url", database.url, "--brokers", context.brokers, "--topics", topic, "--group", group,
             "--connections", String(context.connections), "--max-batch", String(context.maxBatch),
         ]
+        for (name, value) in BenchContext.latencyConsumerProperties { arguments += ["--kafka-property", "\(name)=\(value)"] }
         for property in context.kafkaProperties { arguments += ["--kafka-property", property] }
         let child = try context.once.start(arguments, logName: "latency-run")
         log("once run (latency): pid \(child.pid), log \(child.log.path)")
@@ -73,7 +74,7 @@ enum LatencyStep {
         let observer = try await CommitObserver(database: database, group: group)
         var producerConfiguration = KafkaProducerConfiguration(bootstrapServers: context.brokers)
         producerConfiguration.clientID = "once-bench-latency"
-        producerConfiguration.linger = .milliseconds(1)
+        producerConfiguration.linger = BenchContext.latencyProducerLinger
         let producer = try KafkaProducer(configuration: producerConfiguration)
 
         // The paced producer: every 2 ms, whatever the schedule says is due.
@@ -191,7 +192,7 @@ enum LatencyStep {
         checks.append(Check(name: "records never observed committed", expected: 0, actual: Int64(unobserved)))
         return LatencyResult(
             offeredRate: rate, offeredSeconds: offeredSeconds, achievedRate: Double(produced) / offeredSeconds,
-            records: produced, producerLinger: "1 ms", arguments: arguments,
+            records: produced, producerLinger: "\(BenchContext.latencyProducerLinger)", arguments: arguments,
             p50Milliseconds: milliseconds(histogram.valueAtPercentile(50)),
             p90Milliseconds: milliseconds(histogram.valueAtPercentile(90)),
             p99Milliseconds: milliseconds(histogram.valueAtPercentile(99)),

@@ -53,7 +53,7 @@ enum BrokerLatencyStep {
         var configuration = KafkaConsumerConfiguration(
             bootstrapServers: context.brokers, groupID: "bench-\(context.runID)-floor")
         configuration.clientID = "once-bench-floor"
-        configuration.properties = context.consumerProperties
+        configuration.properties = BenchContext.latencyConsumerProperties.merging(context.consumerProperties) { $1 }
         let consumer = try await KafkaConsumer(configuration: configuration)
         var starts: [TopicPartition: Int64] = [:]
         for partition in 0..<partitions { starts[TopicPartition(topic, partition)] = -1 }  // librdkafka's "end"
@@ -61,7 +61,7 @@ enum BrokerLatencyStep {
         _ = try await consumer.poll(maxRecords: 1, timeout: .seconds(1))
         var producerConfiguration = KafkaProducerConfiguration(bootstrapServers: context.brokers)
         producerConfiguration.clientID = "once-bench-floor"
-        producerConfiguration.linger = .milliseconds(1)
+        producerConfiguration.linger = BenchContext.latencyProducerLinger
         let producer = try KafkaProducer(configuration: producerConfiguration)
         let total = Int(Double(rate) * duration.seconds)
         let sender = Task {

@@ -53,14 +53,16 @@ struct BatchTransaction {
             let p = batch.partition
             // 1. The fence: this owner, this generation, from where this batch starts.
             if let fence {
-                let moved = try tx.execute(
+                let moved = try tx.query(
+                    prepared: "once_fence",
                     """
                     UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
                     WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND generation = $4
                       AND next_offset IS NOT DISTINCT FROM $6
                     """,
                     [.text(group), .text(p.topic), .int32(p.partition), .int64(fence.generation),
-                     .int64(batch.nextOffset), PostgresValue(fence.nextOffset)])
+                     .int64(batch.nextOffset), PostgresValue(fence.nextOffset)]
+                ).affectedRows
                 guard moved == 1 else { throw BatchFenced(partition: p, generation: fence.generation) }
             }
 
@@ -77,6 +79,7 @@ struct BatchTransaction {
             var seen = Set<String>()
             let candidates = records.filter { seen.insert($0.eventID).inserted }
             let claimed = Dictionary(uniqueKeysWithValues: try tx.query(
+                prepared: "once_claim",
                 """
                 INSERT INTO processed_messages
                     (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome)
@@ -113,8 +116,8 @@ struct BatchTransaction {
             //    rows' ctids (stable: no other transaction sees these rows before the commit).
             let changed = Dictionary(grouping: outcomes.filter { $0.1 != .applied }, by: \.1)
             for (outcome, rows) in changed.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
-                try tx.execute(
-                    "UPDATE processed_messages SET outcome = $1 WHERE ctid = ANY($2::text[]::tid[])",
+                try tx.query(
+                    prepared: "once_outcome", "UPDATE processed_messages SET outcome = $1 WHERE ctid = ANY($2::text[]::tid[])",
                     [.text(outcome.rawValue), .textArray(rows.map { claimed[$0.0] })])
             }
 

@@ -89,7 +89,9 @@ public final class ConsumerPipeline: Sendable {
                 table.requeueCommits(actions.commit)
                 actions.commit = [:]
             }
-            try await perform(actions, on: consumer, table: table)
+            // The Kafka commit is a courtesy to tools reading the group's offsets (the database
+            // holds the positions): the poll loop does not wait for the broker's answer.
+            try await perform(actions, on: consumer, table: table, waitForCommit: false)
             if !actions.commit.isEmpty { lastKafkaCommit = .now }
 
             if let untilIdle, let quiet = table.quietSince(), ContinuousClock.now - quiet >= untilIdle, await isQuiet() {
@@ -114,13 +116,15 @@ public final class ConsumerPipeline: Sendable {
         last.resume = []
         last.seek = [:]
         if !config.commitToKafka { last.commit = [:] }
-        try? await perform(last, on: consumer, table: table)
+        try? await perform(last, on: consumer, table: table, waitForCommit: true)
         await consumer.close()
         for session in sessions { await session.close() }
         await control.close()
     }
 
-    private func perform(_ actions: PartitionTable.ConsumerActions, on consumer: KafkaConsumer, table: PartitionTable) async throws {
+    private func perform(
+        _ actions: PartitionTable.ConsumerActions, on consumer: KafkaConsumer, table: PartitionTable, waitForCommit: Bool
+    ) async throws {
         guard !actions.isEmpty else { return }
         if !actions.pause.isEmpty { try? await consumer.pause(Array(actions.pause)) }
         for (partition, offset) in actions.seek {
@@ -135,7 +139,7 @@ public final class ConsumerPipeline: Sendable {
         if !actions.resume.isEmpty { try? await consumer.resume(Array(actions.resume)) }
         if !actions.commit.isEmpty {
             do {
-                try await consumer.commit(actions.commit)
+                try await consumer.commit(actions.commit, wait: waitForCommit)
             } catch {
                 logger.debug("kafka commit deferred: \(error)")
                 table.requeueCommits(actions.commit)

@@ -61,7 +61,8 @@ final class OutboxWriter {
             headerLengths.append(Int64(headers.count))
             blob.append(contentsOf: headers)
         }
-        try connection.execute(
+        try connection.query(
+            prepared: "once_outbox",
             """
             INSERT INTO outbox (tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
             SELECT m.tenant_id, m.event_type, m.aggregate_id, m.topic, m.message_key,

@@ -122,6 +122,7 @@ enum CreditLedger {
 
         // 1. Ledger rows and balances, in one statement.
         let rows = try db.query(
+            prepared: "once_credit_post",
             """
             WITH posting AS (
                 SELECT * FROM unnest(
@@ -191,6 +192,7 @@ enum CreditLedger {
         let seen = candidates.map { key(postings[$0]) }.filter { !applied.contains($0) }
         if !seen.isEmpty {
             let existing = try db.query(
+                prepared: "once_credit_standing",
                 """
                 SELECT l.tenant_id, l.kind, l.business_key, l.account_id, l.credits, l.event_id
                 FROM credit_ledger l

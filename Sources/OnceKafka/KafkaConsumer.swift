@@ -86,9 +86,11 @@ public final class KafkaConsumer: Sendable {
         try await withHandle { try $0.pause(partitions, resume: true) }
     }
 
-    /// Commits, synchronously, the next offset to read for each partition to the group.
-    public func commit(_ nextOffsets: [TopicPartition: Int64]) async throws {
-        try await withHandle { try $0.commit(nextOffsets) }
+    /// Commits the next offset to read for each partition to the group. With `wait` false it
+    /// only sends the request: the consumer's thread is not held for the broker's answer, and a
+    /// failure is not reported (a later commit carries newer offsets anyway).
+    public func commit(_ nextOffsets: [TopicPartition: Int64], wait: Bool = true) async throws {
+        try await withHandle { try $0.commit(nextOffsets, wait: wait) }
     }
 
     /// The group's committed next offsets (nil where none is committed).
@@ -180,12 +182,12 @@ final class ConsumerHandle {
         }
     }
 
-    func commit(_ nextOffsets: [TopicPartition: Int64]) throws {
+    func commit(_ nextOffsets: [TopicPartition: Int64], wait: Bool) throws {
         guard !nextOffsets.isEmpty else { return }
         try nextOffsets.keys.sorted().withPartitionList(offsets: nextOffsets) { list in
-            let err = rd_kafka_commit(handle, list, 0)
+            let err = rd_kafka_commit(handle, list, wait ? 0 : 1)
             guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-            try throwFirstPartitionError(list)
+            if wait { try throwFirstPartitionError(list) }
         }
     }
 

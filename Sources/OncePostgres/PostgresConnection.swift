@@ -230,6 +230,15 @@ public final class PostgresConnection {
         try queryPrepared(name: name, parameters).affectedRows
     }
 
+    /// Runs `sql` as the prepared statement `name`, preparing it on its first use in each
+    /// session: for the statements a hot path repeats, which are then parsed once per session
+    /// (and planned once, when PostgreSQL settles on a generic plan after five runs).
+    @discardableResult
+    public func query(prepared name: String, _ sql: String, _ parameters: [PostgresValue] = []) throws -> PostgresResult {
+        try prepare(name: name, sql: sql)
+        return try queryPrepared(name: name, parameters)
+    }
+
     /// Forgets a prepared statement, here and on the server.
     public func deallocate(name: String) throws {
         preparedStatements[name] = nil

@@ -2,7 +2,7 @@ import Foundation
 
 /// A statement parameter, always sent bound (never spliced into SQL) with an explicit type OID.
 ///
-/// Text-like values travel in PostgreSQL's text format, `bytea` in binary format. `.null` has no
+/// Scalars travel in PostgreSQL's text format, `bytea` and arrays in binary format. `.null` has no
 /// type of its own: the server takes the parameter's type from the statement. Text values must
 /// not contain NUL characters (PostgreSQL text cannot hold them); such a parameter makes the call
 /// throw `PostgresError` of kind `.invalidUse` before anything is sent.
@@ -108,11 +108,20 @@ extension PostgresValue {
             let text = try PostgresTextFormat.timestamp(date, parameterIndex: parameterIndex)
             return try appendText(text, to: &buffer, parameterIndex: parameterIndex)
         case .textArray(let elements):
-            let text = PostgresTextFormat.arrayLiteral(elements)
-            return try appendText(text, to: &buffer, parameterIndex: parameterIndex)
+            let start = buffer.count
+            PostgresBinaryArray.append(elements, elementOID: PostgresTypeOID.text, to: &buffer) { element, buffer in
+                buffer.append(contentsOf: element.utf8)
+            }
+            if elements.contains(where: { $0?.utf8.contains(0) == true }) {
+                throw PostgresError.invalidUse("parameter $\(parameterIndex + 1) contains a NUL character")
+            }
+            return (1, buffer.count - start)
         case .int64Array(let elements):
-            let text = PostgresTextFormat.arrayLiteral(elements.map { $0.map { String($0) } }, quote: false)
-            return try appendText(text, to: &buffer, parameterIndex: parameterIndex)
+            let start = buffer.count
+            PostgresBinaryArray.append(elements, elementOID: PostgresTypeOID.int8, to: &buffer) { element, buffer in
+                PostgresBinaryArray.appendBigEndian(UInt64(bitPattern: element), to: &buffer)
+            }
+            return (1, buffer.count - start)
         }
     }
 
@@ -132,6 +141,41 @@ extension PostgresValue {
     }
 }
 
+/// PostgreSQL's binary format of a one-dimensional array (`array_recv`): the server reads each
+/// element by its length, with nothing to unquote or unescape.
+enum PostgresBinaryArray {
+    static func append<Element>(
+        _ elements: [Element?], elementOID: UInt32, to buffer: inout [UInt8],
+        element appendElement: (Element, inout [UInt8]) -> Void
+    ) {
+        let empty = elements.isEmpty
+        appendBigEndian(UInt32(empty ? 0 : 1), to: &buffer)  // dimensions
+        appendBigEndian(UInt32(elements.contains { $0 == nil } ? 1 : 0), to: &buffer)  // has NULLs
+        appendBigEndian(elementOID, to: &buffer)
+        guard !empty else { return }
+        appendBigEndian(UInt32(elements.count), to: &buffer)
+        appendBigEndian(UInt32(1), to: &buffer)  // lower bound
+        for element in elements {
+            guard let element else {
+                appendBigEndian(UInt32(bitPattern: -1), to: &buffer)
+                continue
+            }
+            let lengthAt = buffer.count
+            appendBigEndian(UInt32(0), to: &buffer)
+            appendElement(element, &buffer)
+            let length = UInt32(buffer.count - lengthAt - 4)
+            for shift in 0..<4 { buffer[lengthAt + shift] = UInt8(truncatingIfNeeded: length >> (24 - 8 * shift)) }
+        }
+    }
+
+    static func appendBigEndian<Integer: FixedWidthInteger & UnsignedInteger>(_ value: Integer, to buffer: inout [UInt8]) {
+        let bytes = Integer.bitWidth / 8
+        for shift in stride(from: bytes - 1, through: 0, by: -1) {
+            buffer.append(UInt8(truncatingIfNeeded: value >> (8 * shift)))
+        }
+    }
+}
+
 /// Formatting and parsing of PostgreSQL's text representations (pure functions, no libpq).
 enum PostgresTextFormat {
     static func double(_ value: Double) -> String {
@@ -139,34 +183,6 @@ enum PostgresTextFormat {
         if value == .infinity { return "Infinity" }
         if value == -.infinity { return "-Infinity" }
         return String(value)  // shortest representation that round-trips
-    }
-
-    /// A one-dimensional array literal. With `quote`, every non-NULL element is double-quoted
-    /// with `"` and `\` escaped, so commas, braces, spaces, empty strings and the word NULL are
-    /// all taken literally.
-    static func arrayLiteral(_ elements: [String?], quote: Bool = true) -> String {
-        // Built as UTF-8 bytes: `"` and `\` are ASCII, so escaping them byte by byte is exact.
-        var bytes: [UInt8] = [UInt8(ascii: "{")]
-        bytes.reserveCapacity(elements.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
-        for (index, element) in elements.enumerated() {
-            if index > 0 { bytes.append(UInt8(ascii: ",")) }
-            guard let element else {
-                bytes.append(contentsOf: "NULL".utf8)
-                continue
-            }
-            guard quote else {
-                bytes.append(contentsOf: element.utf8)
-                continue
-            }
-            bytes.append(UInt8(ascii: "\""))
-            for byte in element.utf8 {
-                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
-                bytes.append(byte)
-            }
-            bytes.append(UInt8(ascii: "\""))
-        }
-        bytes.append(UInt8(ascii: "}"))
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     // MARK: Timestamps

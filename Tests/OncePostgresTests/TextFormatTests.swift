@@ -5,10 +5,15 @@ import Testing
 
 /// Pure formatting and parsing, no server.
 @Suite struct TextFormatTests {
-    @Test func arrayLiteralQuotesEverythingThatMatters() throws {
-        let literal = PostgresTextFormat.arrayLiteral(["a", "", "NULL", nil, "q\"uote", "back\\slash", "c,o{m}"])
-        #expect(literal == #"{"a","","NULL",NULL,"q\"uote","back\\slash","c,o{m}"}"#)
-        #expect(PostgresTextFormat.arrayLiteral([]) == "{}")
+    @Test func binaryArraysCarryLengthsAndNulls() throws {
+        var buffer: [UInt8] = []
+        PostgresBinaryArray.append(["ab", nil], elementOID: PostgresTypeOID.text, to: &buffer) { element, buffer in
+            buffer.append(contentsOf: element.utf8)
+        }
+        #expect(buffer == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 25, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 97, 98, 255, 255, 255, 255])
+        var empty: [UInt8] = []
+        PostgresBinaryArray.append([Int64?](), elementOID: PostgresTypeOID.int8, to: &empty) { _, _ in }
+        #expect(empty == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20])
     }
 
     @Test func arrayOutputParses() throws {
