@@ -21,6 +21,8 @@ struct LatencyResult: Codable, Sendable {
     var records: Int
     var producerLinger: String
     var arguments: [String]
+    /// [first second, p50 ms, p99 ms] per 5 s of offered load.
+    var windows: [[Double]]
     var p50Milliseconds: Double
     var p90Milliseconds: Double
     var p99Milliseconds: Double
@@ -85,6 +87,7 @@ enum LatencyStep {
         var produced = 0
         let clock = ContinuousClock()
         let start = clock.now
+        let startedAt = wallMicroseconds()
         let total = Int(Double(rate) * duration.seconds)
         while produced < total {
             let due = min(total, Int((clock.now - start).seconds * Double(rate)))
@@ -153,6 +156,7 @@ enum LatencyStep {
         var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         let records = sent.value
         let byPartition = Dictionary(grouping: records, by: \.partition)
+        var windows = LatencyWindows(start: startedAt)
         var unobserved = 0
         for (partition, list) in byPartition {
             var cursor = 0
@@ -166,6 +170,7 @@ enum LatencyStep {
                 }
                 let latency = max(0, observations[cursor].time - record.occurredMilliseconds * 1000)
                 _ = histogram.record(UInt64(latency))
+                windows.record(sentMicroseconds: record.occurredMilliseconds * 1000, latencyMicroseconds: latency)
             }
         }
         func milliseconds(_ micros: UInt64) -> Double { Double(micros) / 1000 }
@@ -193,6 +198,7 @@ enum LatencyStep {
         return LatencyResult(
             offeredRate: rate, offeredSeconds: offeredSeconds, achievedRate: Double(produced) / offeredSeconds,
             records: produced, producerLinger: "\(BenchContext.latencyProducerLinger)", arguments: arguments,
+            windows: windows.summary,
             p50Milliseconds: milliseconds(histogram.valueAtPercentile(50)),
             p90Milliseconds: milliseconds(histogram.valueAtPercentile(90)),
             p99Milliseconds: milliseconds(histogram.valueAtPercentile(99)),

@@ -230,7 +230,8 @@ struct OnceBench: AsyncParsableCommand {
             if steps.contains("broker-latency") {
                 say("broker latency: \(latencyRate) records/s for 8 s to a bare consumer")
                 let result = try await BrokerLatencyStep.run(
-                    rate: latencyRate, duration: .seconds(8), topic: topics.floor, partitions: partitions,
+                    rate: latencyRate, duration: .milliseconds(Int64(latencySeconds * 1000)), topic: topics.floor,
+                    partitions: partitions,
                     context: context)
                 report.brokerLatency = result
                 say(

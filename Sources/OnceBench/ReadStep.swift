@@ -40,10 +40,13 @@ enum ReadStep {
 /// nothing done with the records) noting when each record arrives. What `once` adds is the rest.
 struct BrokerLatencyResult: Codable, Sendable {
     var offeredRate: Int
+    var offeredSeconds: Double
     var records: Int
     var p50Milliseconds: Double
     var p99Milliseconds: Double
     var maxMilliseconds: Double
+    /// [first second, p50 ms, p99 ms] per 5 s of offered load.
+    var windows: [[Double]]
 }
 
 enum BrokerLatencyStep {
@@ -64,6 +67,7 @@ enum BrokerLatencyStep {
         producerConfiguration.linger = BenchContext.latencyProducerLinger
         let producer = try KafkaProducer(configuration: producerConfiguration)
         let total = Int(Double(rate) * duration.seconds)
+        let startedAt = wallMicroseconds()
         let sender = Task {
             let clock = ContinuousClock()
             let start = clock.now
@@ -85,6 +89,7 @@ enum BrokerLatencyStep {
             for send in sends { try await send.value }
         }
         var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+        var windows = LatencyWindows(start: startedAt)
         var received = 0
         let deadline = ContinuousClock.now + duration + .seconds(20)
         while received < total && ContinuousClock.now < deadline {
@@ -92,7 +97,9 @@ enum BrokerLatencyStep {
                 guard let value = record.value, let sent = Int64(String(decoding: value, as: UTF8.self)) else {
                     continue
                 }
-                _ = histogram.record(UInt64(max(0, wallMicroseconds() - sent)))
+                let latency = wallMicroseconds() - sent
+                _ = histogram.record(UInt64(max(0, latency)))
+                windows.record(sentMicroseconds: sent, latencyMicroseconds: latency)
                 received += 1
             }
         }
@@ -100,8 +107,9 @@ enum BrokerLatencyStep {
         await producer.close()
         await consumer.close()
         return BrokerLatencyResult(
-            offeredRate: rate, records: received, p50Milliseconds: Double(histogram.valueAtPercentile(50)) / 1000,
+            offeredRate: rate, offeredSeconds: duration.seconds, records: received,
+            p50Milliseconds: Double(histogram.valueAtPercentile(50)) / 1000,
             p99Milliseconds: Double(histogram.valueAtPercentile(99)) / 1000,
-            maxMilliseconds: Double(histogram.max) / 1000)
+            maxMilliseconds: Double(histogram.max) / 1000, windows: windows.summary)
     }
 }

@@ -239,14 +239,16 @@ struct BenchReport: Codable, Sendable {
             lines.append(
                 "| latency p50 / p99 / max | \(ms(latency.p50Milliseconds)) / \(ms(latency.p99Milliseconds)) / "
                     + "\(ms(latency.maxMilliseconds)) ms | \(count(latency.records)) events offered at \(count(latency.offeredRate))/s "
-                    + "for \(seconds(latency.offeredSeconds)); p90 \(ms(latency.p90Milliseconds)), p99.9 \(ms(latency.p999Milliseconds)) ms |"
+                    + "for \(seconds(latency.offeredSeconds)); p90 \(ms(latency.p90Milliseconds)), p99.9 \(ms(latency.p999Milliseconds)) ms; "
+                    + "p99 per 5 s: \(Self.windowP99s(latency.windows)) |"
             )
         }
         if let brokerLatency {
             lines.append(
                 "| broker latency p50 / p99 / max | \(ms(brokerLatency.p50Milliseconds)) / \(ms(brokerLatency.p99Milliseconds)) / "
                     + "\(ms(brokerLatency.maxMilliseconds)) ms | the same paced producer to a bare consumer "
-                    + "(\(count(brokerLatency.records)) records at \(count(brokerLatency.offeredRate))/s): the broker's share |"
+                    + "(\(count(brokerLatency.records)) records at \(count(brokerLatency.offeredRate))/s for "
+                    + "\(seconds(brokerLatency.offeredSeconds))): the broker's share; p99 per 5 s: \(Self.windowP99s(brokerLatency.windows)) |"
             )
         }
         if let batched {
@@ -319,6 +321,13 @@ private func decimal(_ value: Double) -> String {
 }
 
 private func seconds(_ value: Double) -> String { String(format: "%.1f s", value) }
+
+extension BenchReport {
+    /// "31, 45, 80, 120 ms": the p99 of each window, in order.
+    static func windowP99s(_ windows: [[Double]]) -> String {
+        windows.map { ms($0[2]) }.joined(separator: ", ") + " ms"
+    }
+}
 private func ms(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : "%.1f", value) }
 private func mb(_ bytes: Int) -> String { String(format: "%.1f", Double(bytes) / 1e6) }
 private func percent(_ value: Double) -> String { String(format: "%.0f%%", value * 100) }

@@ -93,6 +93,7 @@ public final class OutboxRelay: Sendable {
         let read = try await session.withConnection { db in
             try OutboxRead(
                 db.query(
+                    prepared: "once_relay_read",
                     """
                     WITH horizon AS (
                         SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
@@ -145,7 +146,9 @@ public final class OutboxRelay: Sendable {
             position.published(through: rows[rows.count - 1].id)
         }
         try await session.withConnection { db in
-            try db.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [.int64Array(acknowledged)])
+            try db.query(
+                prepared: "once_relay_mark", "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [.int64Array(acknowledged)])
             if let floor { try Self.record(floor: floor, on: db) }
         }
         return acknowledged.count
