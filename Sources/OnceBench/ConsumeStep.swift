@@ -131,15 +131,18 @@ extension Duration {
 struct LatencyWindows {
     static let width: Int64 = 5_000_000  // microseconds
     private let start: Int64
+    private let last: Int64
     private var windows: [Int64: Histogram<UInt64>] = [:]
 
-    /// `start`: wall-clock microseconds when the offered load began.
-    init(start: Int64) {
+    /// `start`: wall-clock microseconds when the offered load began; records sent after
+    /// `duration` (the schedule's last few) count in the last window.
+    init(start: Int64, duration: Duration) {
         self.start = start
+        last = max(0, Int64(duration.seconds * 1_000_000) - 1) / Self.width
     }
 
     mutating func record(sentMicroseconds: Int64, latencyMicroseconds: Int64) {
-        let window = max(0, sentMicroseconds - start) / Self.width
+        let window = min(last, max(0, sentMicroseconds - start) / Self.width)
         var histogram =
             windows[window] ?? Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         _ = histogram.record(UInt64(max(0, latencyMicroseconds)))

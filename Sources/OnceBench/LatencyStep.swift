@@ -156,7 +156,7 @@ enum LatencyStep {
         var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         let records = sent.value
         let byPartition = Dictionary(grouping: records, by: \.partition)
-        var windows = LatencyWindows(start: startedAt)
+        var windows = LatencyWindows(start: startedAt, duration: duration)
         var unobserved = 0
         for (partition, list) in byPartition {
             var cursor = 0

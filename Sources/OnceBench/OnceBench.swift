@@ -228,7 +228,7 @@ struct OnceBench: AsyncParsableCommand {
                         + "once replay processes \(String(format: "%.1f", result.commandSeconds)) s")
             }
             if steps.contains("broker-latency") {
-                say("broker latency: \(latencyRate) records/s for 8 s to a bare consumer")
+                say("broker latency: \(latencyRate) records/s for \(latencySeconds) s to a bare consumer")
                 let result = try await BrokerLatencyStep.run(
                     rate: latencyRate, duration: .milliseconds(Int64(latencySeconds * 1000)), topic: topics.floor,
                     partitions: partitions,

@@ -89,7 +89,7 @@ enum BrokerLatencyStep {
             for send in sends { try await send.value }
         }
         var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-        var windows = LatencyWindows(start: startedAt)
+        var windows = LatencyWindows(start: startedAt, duration: duration)
         var received = 0
         let deadline = ContinuousClock.now + duration + .seconds(20)
         while received < total && ContinuousClock.now < deadline {
