@@ -55,6 +55,24 @@ struct ReconnectTests {
         #expect(connection.reconnectCount == 2)
     }
 
+    /// Configured server settings and statements run with `query(prepared:)` hold in every
+    /// session, the ones opened by a reconnect included.
+    @Test func settingsAndCachedStatementsSurviveAReconnect() throws {
+        let connection = try PostgresConnection(
+            configuration: PostgresConfiguration(url: try databaseURL(), settings: ["work_mem": "7MB", "jit": "off"]))
+        let killer = try connect()
+        func settings() throws -> [String] {
+            try connection.query(prepared: "once_test_settings", "SELECT current_setting($1), current_setting($2)", ["work_mem", "jit"])
+                .map { [try $0.decode(String.self, column: 0), try $0.decode(String.self, column: 1)] }[0]
+        }
+        #expect(try settings() == ["7MB", "off"])
+        #expect(try settings() == ["7MB", "off"])
+        try terminate(try #require(connection.backendPID), from: killer)
+        #expect(postgresError { try connection.query("SELECT 1") }?.kind == .connectionLost)
+        #expect(try settings() == ["7MB", "off"])
+        #expect(connection.reconnectCount == 1)
+    }
+
     /// A session lost inside a transaction does not reconnect half-way: the transaction fails
     /// as a whole, and the connection reconnects after it.
     @Test func lossInsideTransactionFailsTheWholeTransaction() throws {
