@@ -266,3 +266,38 @@ final class CommitObserver: Sendable {
         return (try? await task.value) ?? []
     }
 }
+
+/// Latencies in windows of offered load (by the time each record was sent), to show whether
+/// they hold steady over a run or grow: this broker's fetches slow down as batches pile up.
+struct LatencyWindows {
+    static let width: Int64 = 5_000_000  // microseconds
+    private let start: Int64
+    private let last: Int64
+    private var windows: [Int64: Histogram<UInt64>] = [:]
+
+    /// `start`: wall-clock microseconds when the offered load began; records sent after
+    /// `duration` (the schedule's last few) count in the last window.
+    init(start: Int64, duration: Duration) {
+        self.start = start
+        last = max(0, Int64(duration.seconds * 1_000_000) - 1) / Self.width
+    }
+
+    mutating func record(sentMicroseconds: Int64, latencyMicroseconds: Int64) {
+        let window = min(last, max(0, sentMicroseconds - start) / Self.width)
+        var histogram =
+            windows[window] ?? Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+        _ = histogram.record(UInt64(max(0, latencyMicroseconds)))
+        windows[window] = histogram
+    }
+
+    /// [first second of the window, p50 ms, p99 ms] per window, in order.
+    var summary: [[Double]] {
+        windows.keys.sorted().map { window in
+            let histogram = windows[window]!
+            return [
+                Double(window * Self.width) / 1_000_000, Double(histogram.valueAtPercentile(50)) / 1000,
+                Double(histogram.valueAtPercentile(99)) / 1000,
+            ]
+        }
+    }
+}

@@ -154,7 +154,7 @@ extension Migration {
             version: 3,
             name: "outbox relay floor",
             statements: [
-                // Every outbox row below `floor` is published (`OutboxFloor`): the relay scans from
+                // Every outbox row below `floor` is published (`OutboxPosition`): the relay scans from
                 // there by id, so no index needs `published_at`, and marking a row published
                 // rewrites it in place on its page (fillfactor) without touching an index.
                 """

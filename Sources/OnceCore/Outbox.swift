@@ -37,7 +37,7 @@ final class OutboxWriter {
     func insert(_ messages: [OutboxMessage], on connection: PostgresConnection) throws {
         guard !messages.isEmpty else { return }
         // The transaction takes its id before its rows take theirs: the relay's floor relies on
-        // it (`OutboxFloor`). Every caller has written before, so this only makes it certain.
+        // it (`OutboxPosition`). Every caller has written before, so this only makes it certain.
         if inserted == 0 { _ = try connection.query("SELECT pg_current_xact_id()") }
         // One statement for the lot, rows inserted in message order (so ids follow it); rows with
         // an existing business key are skipped. Payloads and headers travel in one binary

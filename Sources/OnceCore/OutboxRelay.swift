@@ -89,41 +89,15 @@ public final class OutboxRelay: Sendable {
     /// Publishes up to `batchSize` rows from the head on, and rows that committed late below it
     /// when the floor can move; returns how many were marked published.
     func publishOnce(session: PostgresClient, producer: KafkaProducer, position: inout OutboxPosition) async throws -> Int {
-        let (limit, head) = (batchSize, position.head)
-        let read = try await session.withConnection { db in
-            try OutboxRead(
-                db.query(
-                    prepared: "once_relay_read",
-                    """
-                    WITH horizon AS (
-                        SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
-                               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
-                               (SELECT coalesce(max(id), 0) FROM outbox) AS top
-                    )
-                    SELECT h.oldest_running, h.next_xid, h.top, o.id, o.topic, o.message_key, o.payload, o.headers::text
-                    FROM horizon h LEFT JOIN LATERAL (
-                        SELECT id, topic, message_key, payload, headers FROM outbox
-                        WHERE id >= $1 AND published_at IS NULL ORDER BY id LIMIT $2
-                    ) o ON true
-                    ORDER BY o.id
-                    """,
-                    [.int64(head), .int(limit)]))
-        }
+        let read = try await Self.read(from: position.head, below: .max, limit: batchSize, session: session)
         var rows = read.rows
         let floorBefore = position.floor
         if let recheck = position.observe(read.horizon) {
             // Every transaction that could still add a row below the head has ended: look once.
-            let late = try await session.withConnection { db in
-                try db.query(
-                    """
-                    SELECT id, topic, message_key, payload, headers::text FROM outbox
-                    WHERE id >= $1 AND id < $2 AND published_at IS NULL ORDER BY id LIMIT $3
-                    """,
-                    [.int64(recheck.lowerBound), .int64(recheck.upperBound), .int(limit)]
-                ).map { try OutboxRow($0) }
-            }
-            position.settle(below: recheck.upperBound, firstUnpublished: late.first?.id)
-            rows = late + rows
+            let late = try await Self.read(
+                from: recheck.lowerBound, below: recheck.upperBound, limit: batchSize, session: session)
+            position.settle(below: recheck.upperBound, firstUnpublished: late.rows.first?.id)
+            rows = late.rows + rows
         }
         let floor = position.floor > floorBefore ? position.floor : nil
         guard !rows.isEmpty else {
@@ -152,6 +126,30 @@ public final class OutboxRelay: Sendable {
             if let floor { try Self.record(floor: floor, on: db) }
         }
         return acknowledged.count
+    }
+
+    /// Up to `limit` unpublished rows with ids in `from..<below`, in id order, and what the
+    /// read's snapshot saw of the transactions around it.
+    private static func read(from: Int64, below: Int64, limit: Int, session: PostgresClient) async throws -> OutboxRead {
+        try await session.withConnection { db in
+            try OutboxRead(
+                db.query(
+                    prepared: "once_relay_read",
+                    """
+                    WITH horizon AS (
+                        SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
+                               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
+                               (SELECT coalesce(max(id), 0) FROM outbox) AS top
+                    )
+                    SELECT h.oldest_running, h.next_xid, h.top, o.id, o.topic, o.message_key, o.payload, o.headers::text
+                    FROM horizon h LEFT JOIN LATERAL (
+                        SELECT id, topic, message_key, payload, headers FROM outbox
+                        WHERE id >= $1 AND id < $2 AND published_at IS NULL ORDER BY id LIMIT $3
+                    ) o ON true
+                    ORDER BY o.id
+                    """,
+                    [.int64(from), .int64(below), .int(limit)]))
+        }
     }
 
     /// Keeps the floor for the next relay (and for `once status`); it never moves back.
@@ -255,7 +253,14 @@ struct OutboxRead {
             oldestRunningXID: try first.decode(Int64.self, column: 0), nextXID: try first.decode(Int64.self, column: 1),
             topID: try first.decode(Int64.self, column: 2))
         rows = try result.compactMap { row in
-            try row.decode(Int64?.self, column: 3) == nil ? nil : OutboxRow(row, from: 3)
+            guard let id = try row.decode(Int64?.self, column: 3) else { return nil }  // no row: the horizon alone
+            return OutboxRow(
+                id: id,
+                record: KafkaOutgoingRecord(
+                    topic: try row.decode(String.self, column: 4),
+                    key: try row.decode(String?.self, column: 5).map { Array($0.utf8) },
+                    value: try row.decode([UInt8]?.self, column: 6),
+                    headers: OutboxRelay.headers(fromJSON: try row.decode(String.self, column: 7))))
         }
     }
 }
@@ -263,16 +268,6 @@ struct OutboxRead {
 struct OutboxRow: Sendable {
     var id: Int64
     var record: KafkaOutgoingRecord
-
-    /// From the columns id, topic, message_key, payload, headers::text, starting at `first`.
-    init(_ row: PostgresRow, from first: Int = 0) throws {
-        id = try row.decode(Int64.self, column: first)
-        record = KafkaOutgoingRecord(
-            topic: try row.decode(String.self, column: first + 1),
-            key: try row.decode(String?.self, column: first + 2).map { Array($0.utf8) },
-            value: try row.decode([UInt8]?.self, column: first + 3),
-            headers: OutboxRelay.headers(fromJSON: try row.decode(String.self, column: first + 4)))
-    }
 }
 
 struct RelayStalled: Error, CustomStringConvertible {

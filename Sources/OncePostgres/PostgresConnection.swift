@@ -201,10 +201,10 @@ public final class PostgresConnection {
     /// use, in every new session after a reconnect. Re-preparing a name with the same SQL does
     /// nothing; with different SQL it replaces the statement.
     public func prepare(name: String, sql: String) throws {
+        if preparedStatements[name] == sql, preparedInSession.contains(name) { return }
         guard !name.isEmpty else { throw PostgresError.invalidUse("a prepared statement needs a name") }
         try checkSQL(name)
         try checkSQL(sql)
-        if preparedStatements[name] == sql, preparedInSession.contains(name) { return }
         let handle = try live()
         if preparedInSession.contains(name) {
             _ = try check(handle.exec("DEALLOCATE \(try handle.quoteIdentifier(name))"), on: handle)

@@ -109,11 +109,12 @@ extension PostgresValue {
             return try appendText(text, to: &buffer, parameterIndex: parameterIndex)
         case .textArray(let elements):
             let start = buffer.count
-            PostgresBinaryArray.append(elements, elementOID: PostgresTypeOID.text, to: &buffer) { element, buffer in
+            try PostgresBinaryArray.append(elements, elementOID: PostgresTypeOID.text, to: &buffer) { element, buffer in
+                let from = buffer.count
                 buffer.append(contentsOf: element.utf8)
-            }
-            if elements.contains(where: { $0?.utf8.contains(0) == true }) {
-                throw PostgresError.invalidUse("parameter $\(parameterIndex + 1) contains a NUL character")
+                if buffer[from...].contains(0) {
+                    throw PostgresError.invalidUse("parameter $\(parameterIndex + 1) contains a NUL character")
+                }
             }
             return (1, buffer.count - start)
         case .int64Array(let elements):
@@ -146,8 +147,8 @@ extension PostgresValue {
 enum PostgresBinaryArray {
     static func append<Element>(
         _ elements: [Element?], elementOID: UInt32, to buffer: inout [UInt8],
-        element appendElement: (Element, inout [UInt8]) -> Void
-    ) {
+        element appendElement: (Element, inout [UInt8]) throws -> Void
+    ) rethrows {
         let empty = elements.isEmpty
         appendBigEndian(UInt32(empty ? 0 : 1), to: &buffer)  // dimensions
         appendBigEndian(UInt32(elements.contains { $0 == nil } ? 1 : 0), to: &buffer)  // has NULLs
@@ -162,7 +163,7 @@ enum PostgresBinaryArray {
             }
             let lengthAt = buffer.count
             appendBigEndian(UInt32(0), to: &buffer)
-            appendElement(element, &buffer)
+            try appendElement(element, &buffer)
             let length = UInt32(buffer.count - lengthAt - 4)
             for shift in 0..<4 { buffer[lengthAt + shift] = UInt8(truncatingIfNeeded: length >> (24 - 8 * shift)) }
         }
