@@ -86,22 +86,17 @@ public final class OutboxRelay: Sendable {
         await session.close()
     }
 
-    /// Publishes up to `batchSize` rows from the head on, and rows that committed late below it
-    /// when the floor can move; returns how many were marked published.
+    /// Publishes up to `batchSize` rows, the smallest unpublished ids visible in the position's
+    /// read ranges (rows that committed late below the head first, by their ids); returns how
+    /// many were marked published.
     func publishOnce(session: PostgresClient, producer: KafkaProducer, position: inout OutboxPosition) async throws -> Int {
-        let read = try await Self.read(from: position.head, below: .max, limit: batchSize, session: session)
-        var rows = read.rows
         let floorBefore = position.floor
-        if let recheck = position.observe(read.horizon) {
-            // Every transaction that could still add a row below the head has ended: look once.
-            let late = try await Self.read(
-                from: recheck.lowerBound, below: recheck.upperBound, limit: batchSize, session: session)
-            position.settle(below: recheck.upperBound, firstUnpublished: late.rows.first?.id)
-            rows = late.rows + rows
-        }
-        let floor = position.floor > floorBefore ? position.floor : nil
+        let read = try await Self.read(position.readRanges, limit: batchSize, session: session)
+        let rows = read.rows
         guard !rows.isEmpty else {
-            if let floor { try await session.withConnection { db in try Self.record(floor: floor, on: db) } }
+            position.advance(published: [], examinedBelow: .max, horizon: read.horizon)
+            let floor = position.floor
+            if floor > floorBefore { try await session.withConnection { db in try Self.record(floor: floor, on: db) } }
             return 0
         }
         let results = try await producer.send(rows.map(\.record))
@@ -110,27 +105,30 @@ public final class OutboxRelay: Sendable {
         if acknowledged.count < rows.count, case .failure(let error) = results[acknowledged.count] {
             logger.warning("publishing outbox row \(rows[acknowledged.count].id) failed: \(error)")
         }
-        guard !acknowledged.isEmpty else {
-            position.retry(from: rows[0].id)
-            throw RelayStalled(rowID: rows[0].id)
+        // What this round has settled: every id below `examined` in the read ranges (all of them
+        // when the read came back short and every row went out).
+        let examined: Int64 =
+            acknowledged.count < rows.count ? rows[acknowledged.count].id
+            : rows.count < batchSize ? .max : rows[rows.count - 1].id + 1
+        position.advance(published: acknowledged, examinedBelow: examined, horizon: read.horizon)
+        let floor = position.floor
+        if !acknowledged.isEmpty || floor > floorBefore {
+            try await session.withConnection { db in
+                if !acknowledged.isEmpty {
+                    try db.query(
+                        prepared: "once_relay_mark", "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                        [.int64Array(acknowledged)])
+                }
+                if floor > floorBefore { try Self.record(floor: floor, on: db) }
+            }
         }
-        if acknowledged.count < rows.count {
-            position.retry(from: rows[acknowledged.count].id)
-        } else {
-            position.published(through: rows[rows.count - 1].id)
-        }
-        try await session.withConnection { db in
-            try db.query(
-                prepared: "once_relay_mark", "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [.int64Array(acknowledged)])
-            if let floor { try Self.record(floor: floor, on: db) }
-        }
+        guard !acknowledged.isEmpty else { throw RelayStalled(rowID: rows[0].id) }
         return acknowledged.count
     }
 
-    /// Up to `limit` unpublished rows with ids in `from..<below`, in id order, and what the
+    /// Up to `limit` unpublished rows with ids in `ranges`, the smallest first, and what the
     /// read's snapshot saw of the transactions around it.
-    private static func read(from: Int64, below: Int64, limit: Int, session: PostgresClient) async throws -> OutboxRead {
+    private static func read(_ ranges: [Range<Int64>], limit: Int, session: PostgresClient) async throws -> OutboxRead {
         try await session.withConnection { db in
             try OutboxRead(
                 db.query(
@@ -138,17 +136,20 @@ public final class OutboxRelay: Sendable {
                     """
                     WITH horizon AS (
                         SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
-                               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
-                               (SELECT coalesce(max(id), 0) FROM outbox) AS top
+                               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
                     )
-                    SELECT h.oldest_running, h.next_xid, h.top, o.id, o.topic, o.message_key, o.payload, o.headers::text
+                    SELECT h.oldest_running, h.next_xid, o.id, o.topic, o.message_key, o.payload, o.headers::text
                     FROM horizon h LEFT JOIN LATERAL (
-                        SELECT id, topic, message_key, payload, headers FROM outbox
-                        WHERE id >= $1 AND id < $2 AND published_at IS NULL ORDER BY id LIMIT $3
+                        SELECT x.* FROM unnest($1::bigint[], $2::bigint[]) AS r(low, high)
+                        CROSS JOIN LATERAL (
+                            SELECT id, topic, message_key, payload, headers FROM outbox
+                            WHERE id >= r.low AND id < r.high AND published_at IS NULL ORDER BY id LIMIT $3
+                        ) x
+                        ORDER BY x.id LIMIT $3
                     ) o ON true
                     ORDER BY o.id
                     """,
-                    [.int64(from), .int64(below), .int(limit)]))
+                    [.int64Array(ranges.map(\.lowerBound)), .int64Array(ranges.map(\.upperBound)), .int(limit)]))
         }
     }
 
@@ -176,59 +177,82 @@ public final class OutboxRelay: Sendable {
 }
 
 /// Where the relay reads. Ids are taken in insert order but committed in any order, so a row
-/// can become visible below rows already published. Two marks:
-/// - `head`: where the next read starts; it moves past what was published;
-/// - `floor`: every row with a smaller id is published (or was rolled back). It moves up to the
-///   top id one read saw only once every transaction running at that read has ended (that
-///   snapshot's `xmax` is at most a later read's `xmin`); the rows between the floor and there
-///   are then looked at once, for rows that committed late, and it stops at any found.
-/// This holds because an outbox row's transaction has its id before the row takes its id
-/// (`OutboxWriter` makes sure). A pure value; the relay keeps it and records the floor in
-/// `outbox_relay`, where a restarted relay, `once status` and `once run --until-idle` find it.
+/// can become visible below rows already published; it must still go out before any later row
+/// of its key, which can only commit after it. So every read takes the smallest unpublished ids
+/// visible anywhere the relay has not settled:
+/// - `head`: every id from here on is still to be read;
+/// - `gaps`: ranges below the head that no read has found published; each may still receive
+///   rows until every transaction that was running when it was seen has ended (that read's
+///   `xmax` is at most a later read's `xmin`: an outbox row's transaction has its id before the
+///   row takes its id, which `OutboxWriter` makes sure of); the first read after that which
+///   looks through it settles it, publishing what it finds;
+/// - `floor`: every row below it is published (or was rolled back, or never existed).
+/// A pure value; the relay keeps it and records the floor in `outbox_relay`, where a restarted
+/// relay (which starts with its head there), `once status` and `once run --until-idle` find it.
 struct OutboxPosition: Sendable, Hashable {
-    private(set) var floor: Int64
     private(set) var head: Int64
-    /// A floor waiting for the transactions running when it was seen to end.
-    private var candidate: Candidate?
+    private(set) var gaps: [Gap] = []
+    /// Gaps kept apart at most; past that the closest neighbours merge (a wider range to read
+    /// through, never a row skipped).
+    static let maxGaps = 64
 
-    private struct Candidate: Sendable, Hashable {
-        var floor: Int64
-        var afterXID: Int64
+    struct Gap: Sendable, Hashable {
+        var range: Range<Int64>
+        /// The gap is settled by a read whose oldest running transaction is at least this.
+        var settledFrom: Int64
     }
 
     init(floor: Int64) {
-        self.floor = floor
         head = floor
     }
 
-    /// Takes in one read's horizon. Returns the ids to look at for rows that committed late
-    /// (then call `settle`) when the floor may move now.
-    mutating func observe(_ horizon: OutboxHorizon) -> Range<Int64>? {
-        var recheck: Range<Int64>?
-        if let waiting = candidate, horizon.oldestRunningXID >= waiting.afterXID {
-            candidate = nil
-            let upper = min(waiting.floor, head)
-            if upper > floor { recheck = floor..<upper }
+    var floor: Int64 { gaps.first?.range.lowerBound ?? head }
+
+    /// The id ranges the next read looks in, in order: the gaps, then everything from the head.
+    var readRanges: [Range<Int64>] { gaps.map(\.range) + [head..<Int64.max] }
+
+    /// Takes in one read: `published` are the ids it published (in order), and every id below
+    /// `bound` in the read ranges was looked at by a read with `horizon`.
+    mutating func advance(published: [Int64], examinedBelow bound: Int64, horizon: OutboxHorizon) {
+        var next: [Gap] = []
+        func keep(_ range: Range<Int64>, settledFrom: Int64) {
+            guard !range.isEmpty else { return }
+            next.append(Gap(range: range, settledFrom: settledFrom))
         }
-        if candidate == nil, horizon.topID + 1 > floor {
-            candidate = Candidate(floor: horizon.topID + 1, afterXID: horizon.nextXID)
+        // The ids of `range` below `bound` that this read did not publish.
+        func unseen(in range: Range<Int64>) -> [Range<Int64>] {
+            var pieces: [Range<Int64>] = []
+            var low = range.lowerBound
+            for id in published where range.contains(id) {
+                if id > low { pieces.append(low..<id) }
+                low = id + 1
+            }
+            if low < range.upperBound { pieces.append(low..<range.upperBound) }
+            return pieces
         }
-        return recheck
-    }
-
-    /// Every row below `upper` is visible now; the first of them still unpublished, if any, holds the floor.
-    mutating func settle(below upper: Int64, firstUnpublished: Int64?) {
-        floor = max(floor, min(upper, firstUnpublished ?? upper))
-    }
-
-    /// The rows read up to `id` are published.
-    mutating func published(through id: Int64) {
-        head = max(head, id + 1)
-    }
-
-    /// The row `id` could not be published: read again from there.
-    mutating func retry(from id: Int64) {
-        head = max(floor, min(head, id))
+        for gap in gaps {
+            let looked = gap.range.lowerBound..<max(gap.range.lowerBound, min(gap.range.upperBound, bound))
+            if horizon.oldestRunningXID < gap.settledFrom {
+                for piece in unseen(in: looked) { keep(piece, settledFrom: gap.settledFrom) }
+            }
+            keep(looked.upperBound..<gap.range.upperBound, settledFrom: gap.settledFrom)
+        }
+        if bound > head {
+            let reached = bound == .max ? (published.last.map { max(head, $0 + 1) } ?? head) : bound
+            for piece in unseen(in: head..<reached) { keep(piece, settledFrom: horizon.nextXID) }
+            head = reached
+        }
+        gaps = next.sorted { $0.range.lowerBound < $1.range.lowerBound }
+        while gaps.count > Self.maxGaps {
+            let closest = gaps.indices.dropLast().min {
+                gaps[$0 + 1].range.lowerBound - gaps[$0].range.upperBound
+                    < gaps[$1 + 1].range.lowerBound - gaps[$1].range.upperBound
+            }!
+            let merged = Gap(
+                range: gaps[closest].range.lowerBound..<gaps[closest + 1].range.upperBound,
+                settledFrom: max(gaps[closest].settledFrom, gaps[closest + 1].settledFrom))
+            gaps.replaceSubrange(closest...(closest + 1), with: [merged])
+        }
     }
 }
 
@@ -238,8 +262,6 @@ struct OutboxHorizon: Sendable, Hashable {
     var oldestRunningXID: Int64
     /// The first transaction id not yet assigned (the snapshot's `xmax`).
     var nextXID: Int64
-    /// The largest outbox id visible.
-    var topID: Int64
 }
 
 /// The rows of one relay read, and its horizon.
@@ -250,17 +272,16 @@ struct OutboxRead {
     init(_ result: PostgresResult) throws {
         let first = result[0]
         horizon = OutboxHorizon(
-            oldestRunningXID: try first.decode(Int64.self, column: 0), nextXID: try first.decode(Int64.self, column: 1),
-            topID: try first.decode(Int64.self, column: 2))
+            oldestRunningXID: try first.decode(Int64.self, column: 0), nextXID: try first.decode(Int64.self, column: 1))
         rows = try result.compactMap { row in
-            guard let id = try row.decode(Int64?.self, column: 3) else { return nil }  // no row: the horizon alone
+            guard let id = try row.decode(Int64?.self, column: 2) else { return nil }  // no row: the horizon alone
             return OutboxRow(
                 id: id,
                 record: KafkaOutgoingRecord(
-                    topic: try row.decode(String.self, column: 4),
-                    key: try row.decode(String?.self, column: 5).map { Array($0.utf8) },
-                    value: try row.decode([UInt8]?.self, column: 6),
-                    headers: OutboxRelay.headers(fromJSON: try row.decode(String.self, column: 7))))
+                    topic: try row.decode(String.self, column: 3),
+                    key: try row.decode(String?.self, column: 4).map { Array($0.utf8) },
+                    value: try row.decode([UInt8]?.self, column: 5),
+                    headers: OutboxRelay.headers(fromJSON: try row.decode(String.self, column: 6))))
         }
     }
 }

@@ -6,62 +6,72 @@ import Testing
 
 @testable import OnceCore
 
-/// The relay's marks as a plain value: the head follows what was published, the floor waits for
-/// the transactions that could still add rows below it.
+/// The relay's marks as a plain value: the head follows what was read, gaps keep the ids below it
+/// that may still commit, the floor waits for the transactions that could fill them.
 @Suite struct OutboxPositionTests {
-    func horizon(oldest: Int64, next: Int64, top: Int64) -> OutboxHorizon {
-        OutboxHorizon(oldestRunningXID: oldest, nextXID: next, topID: top)
+    func horizon(oldest: Int64, next: Int64) -> OutboxHorizon {
+        OutboxHorizon(oldestRunningXID: oldest, nextXID: next)
     }
 
-    @Test func theFloorWaitsForEveryTransactionRunningAtTheRead() {
+    @Test func idsNotSeenBelowTheHeadAreReadAgainUntilTheirTransactionsEnd() {
         var position = OutboxPosition(floor: 1)
-        // Read 1 sees rows up to 10 while transactions 100…104 run.
-        #expect(position.observe(horizon(oldest: 100, next: 105, top: 10)) == nil)
-        position.published(through: 10)
+        #expect(position.readRanges == [1..<Int64.max])
+        // Read 1, while transactions 100…104 run, finds rows 1…3 and 6…10: 4 and 5 are not visible.
+        position.advance(published: [1, 2, 3, 6, 7, 8, 9, 10], examinedBelow: .max, horizon: horizon(oldest: 100, next: 105))
         #expect(position.head == 11)
-        #expect(position.floor == 1)
-        // Transaction 103 still runs: it may hold an id below 10.
-        #expect(position.observe(horizon(oldest: 103, next: 110, top: 20)) == nil)
-        position.published(through: 20)
-        // All of them ended: rows 1…10 are looked at once more, then the floor passes them.
-        #expect(position.observe(horizon(oldest: 105, next: 112, top: 25)) == 1..<11)
-        position.settle(below: 11, firstUnpublished: nil)
-        #expect(position.floor == 11)
-        #expect(position.head == 21)
-    }
-
-    @Test func aRowThatCommittedLateHoldsTheFloor() {
-        var position = OutboxPosition(floor: 1)
-        _ = position.observe(horizon(oldest: 100, next: 105, top: 10))
-        position.published(through: 10)
-        let recheck = position.observe(horizon(oldest: 105, next: 106, top: 10))
-        #expect(recheck == 1..<11)
-        position.settle(below: 11, firstUnpublished: 4)
         #expect(position.floor == 4)
-        // The next settled read finds row 4 published and moves on.
-        #expect(position.observe(horizon(oldest: 106, next: 107, top: 10)) == 4..<11)
-        position.settle(below: 11, firstUnpublished: nil)
-        #expect(position.floor == 11)
+        #expect(position.readRanges == [4..<6, 11..<Int64.max])
+        // Transaction 103 still runs: 4 and 5 stay to be looked at, however often the relay reads.
+        position.advance(published: [11, 12], examinedBelow: .max, horizon: horizon(oldest: 103, next: 110))
+        #expect(position.readRanges == [4..<6, 13..<Int64.max])
+        // 5 committed; the next read takes it first (the smallest id), with 13.
+        position.advance(published: [5, 13], examinedBelow: .max, horizon: horizon(oldest: 103, next: 111))
+        #expect(position.readRanges == [4..<5, 14..<Int64.max])
+        #expect(position.floor == 4)
+        // Every transaction that was running at read 1 has ended: the read that looks now settles 4.
+        position.advance(published: [], examinedBelow: .max, horizon: horizon(oldest: 105, next: 111))
+        #expect(position.readRanges == [14..<Int64.max])
+        #expect(position.floor == 14)
     }
 
-    @Test func theFloorNeverPassesTheHead() {
+    @Test func aReadCutByItsLimitSettlesOnlyWhatItLookedAt() {
         var position = OutboxPosition(floor: 1)
-        // A backlog: the read saw rows up to 5,000 but published only the first 500.
-        _ = position.observe(horizon(oldest: 50, next: 60, top: 5000))
-        position.published(through: 500)
-        #expect(position.observe(horizon(oldest: 60, next: 70, top: 5000)) == 1..<501)
-        position.settle(below: 501, firstUnpublished: nil)
-        #expect(position.floor == 501)
+        position.advance(published: [1, 2, 5, 6], examinedBelow: .max, horizon: horizon(oldest: 50, next: 60))
+        #expect(position.readRanges == [3..<5, 7..<Int64.max])
+        // A backlog: the limit stops the read at row 20; the gap 3..<5 was looked through, settled.
+        position.advance(published: Array(7...20), examinedBelow: 21, horizon: horizon(oldest: 60, next: 70))
+        #expect(position.readRanges == [21..<Int64.max])
+        #expect(position.floor == 21)
     }
 
-    @Test func aFailedRowIsReadAgainButTheFloorStays() {
+    @Test func aFailedRowIsReadAgainAndHoldsTheFloor() {
         var position = OutboxPosition(floor: 7)
-        position.published(through: 40)
-        position.retry(from: 25)
-        #expect(position.head == 25)
-        position.retry(from: 3)
-        #expect(position.head == 7)
-        #expect(position.floor == 7)
+        // Rows 7…9 went out, row 10 failed: the read is settled below 10 only.
+        position.advance(published: [7, 8, 9], examinedBelow: 10, horizon: horizon(oldest: 5, next: 6))
+        #expect(position.head == 10)
+        #expect(position.floor == 10)
+        // Nothing went out: the position stays.
+        position.advance(published: [], examinedBelow: 10, horizon: horizon(oldest: 5, next: 6))
+        #expect(position.readRanges == [10..<Int64.max])
+    }
+
+    @Test func aFailureInsideAGapLeavesTheHeadWhereItIs() {
+        var position = OutboxPosition(floor: 1)
+        position.advance(published: [1, 4], examinedBelow: .max, horizon: horizon(oldest: 10, next: 20))
+        #expect(position.readRanges == [2..<4, 5..<Int64.max])
+        // Row 2 committed and failed to go out, row 5 was not reached.
+        position.advance(published: [], examinedBelow: 2, horizon: horizon(oldest: 20, next: 21))
+        #expect(position.readRanges == [2..<4, 5..<Int64.max])
+    }
+
+    @Test func manyGapsMergeIntoWiderRangesWithoutDroppingAnId() {
+        var position = OutboxPosition(floor: 0)
+        let published = (0..<Int64(OutboxPosition.maxGaps + 10)).map { $0 * 2 }
+        position.advance(published: published, examinedBelow: .max, horizon: horizon(oldest: 1, next: 2))
+        #expect(position.gaps.count == OutboxPosition.maxGaps)
+        let covered = Set(position.gaps.flatMap { Array($0.range) })
+        for odd in stride(from: Int64(1), to: published.last!, by: 2) { #expect(covered.contains(odd)) }
+        #expect(position.floor == 1)
     }
 }
 
@@ -114,6 +124,51 @@ import Testing
 
         let published = try await consumeAll(topics.output, count: 21)
         #expect(Set(published.compactMap { $0.key.map { String(decoding: $0, as: UTF8.self) } }).count == 21)
+        await topics.delete()
+    }
+
+    /// A transaction that commits late, below rows already published, while an older one keeps
+    /// the floor from moving; then a later row of the late row's key commits. The late row must
+    /// go out first: per key, the topic keeps outbox order whatever else is still running.
+    @Test func aLateRowGoesOutBeforeALaterRowOfItsKey() async throws {
+        let database = try await TestDatabase.create(migrations: Migration.pipeline)
+        defer { database.drop() }
+        let topics = try await TestTopics.create()
+        func row(_ aggregate: String, key: String, on db: PostgresConnection) throws {
+            try OutboxWriter().insert(
+                [OutboxMessage(tenantID: "t1", eventType: "test.out", aggregateID: aggregate, topic: topics.output, key: key, payload: Array(aggregate.utf8))],
+                on: db)
+        }
+        let older = try database.connect()
+        defer { older.close() }
+        try older.execute("BEGIN")
+        _ = try older.query("SELECT pg_current_xact_id()")  // runs throughout, holding the horizon back
+        let late = try database.connect()
+        defer { late.close() }
+        try late.execute("BEGIN")
+        try row("first", key: "k", on: late)
+        let others = try database.connect()
+        defer { others.close() }
+        try row("other", key: "j", on: others)
+
+        let relay = OutboxRelay(databaseURL: database.url, brokers: try TestServices.brokers())
+        let running = Task { try await relay.run() }
+        try await eventually("the other row published") {
+            try database.scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL", as: Int64.self) == 1
+        }
+        try late.execute("COMMIT")
+        try row("second", key: "k", on: others)
+        try await eventually("both rows of key k published while the older transaction runs") {
+            try database.scalar(
+                "SELECT count(*) FROM outbox WHERE message_key = 'k' AND published_at IS NOT NULL", as: Int64.self) == 2
+        }
+        try older.execute("COMMIT")
+        relay.stop()
+        try await running.value
+
+        let published = try await consumeAll(topics.output, count: 3)
+        let keyK = published.filter { $0.key == Array("k".utf8) }.compactMap { $0.value.map { String(decoding: $0, as: UTF8.self) } }
+        #expect(keyK == ["first", "second"])
         await topics.delete()
     }
 }
