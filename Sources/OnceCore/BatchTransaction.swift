@@ -7,7 +7,9 @@ import OncePostgres
 /// claiming generation and from where this batch starts: the zombie fence), claim each event id
 /// in `processed_messages` (ids already there are redeliveries and are skipped), run the handlers
 /// on the new events in offset order, record outcomes other than `applied`, write dead letters
-/// with their outbox rows, and NOTIFY the relay. A handler that fails for good on some record
+/// with their outbox rows, run what handlers left for the end (writes to rows that other
+/// partitions' transactions wait for, so they stay locked only until the commit right after),
+/// and NOTIFY the relay. A handler that fails for good on some record
 /// makes the batch run again with that handler's runs bisected under savepoints, so only the
 /// failing record is dead-lettered. Blocking: runs on a database thread. Transient
 /// `PostgresError`s propagate for the caller to retry; `BatchFenced` means the partition moved on.
@@ -99,7 +101,8 @@ struct BatchTransaction {
 
             // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
             let outbox = OutboxWriter()
-            let context = HandlerContext(connection: tx, consumerGroup: group, outbox: outbox)
+            let finale = TransactionFinale(runsAtOnce: isolating)
+            let context = HandlerContext(connection: tx, consumerGroup: group, outbox: outbox, finale: finale)
             var outcomes: [(String, EventOutcome)] = []
             let rejected = new.compactMap(DeadLetter.init(invalid:))
             var deadLetters = rejected
@@ -122,12 +125,16 @@ struct BatchTransaction {
             }
 
             // 5. Dead letters, each with its record on the dead-letter topic (a retried one
-            //    settles its own row instead: resolved, or failed again); then wake the relay.
+            //    settles its own row instead: resolved, or failed again).
             if let retrying = options.retrying {
                 try retrying.settle(failedAgain: deadLetters.first, on: tx)
             } else {
                 try DeadLetter.write(deadLetters, group: group, topic: deadLetterTopic, context: context)
             }
+
+            // 6. What handlers left for the end (`atCommit`: the hot rows other partitions wait
+            //    for, locked as briefly as can be); then wake the relay, and commit.
+            for work in finale.work { try asHandlerFailure { try work(context) } }
             if outbox.inserted > 0 { try tx.notify(channel: OutboxWriter.channel) }
 
             let summary = BatchSummary(

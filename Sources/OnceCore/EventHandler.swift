@@ -56,17 +56,36 @@ extension EventHandler {
 }
 
 /// What a handler may use inside the batch transaction: the connection (already in the
-/// transaction; do not commit or roll back) and the outbox. Valid only during `apply`.
+/// transaction; do not commit or roll back), the outbox, and the transaction's last step.
+/// Valid only during `apply`.
 public struct HandlerContext {
     public let connection: PostgresConnection
     public let consumerGroup: String
     let outbox: OutboxWriter
+    let finale: TransactionFinale
 
     /// Queues outbound events; they are written in the same transaction, at most once per
     /// (tenant, event type, aggregate), and published after it commits.
     public func publish(_ messages: [OutboxMessage]) throws {
         try outbox.insert(messages, on: connection)
     }
+
+    /// Runs `work` as the last statements of the transaction, after every handler of the batch
+    /// and right before the commit: the place for writes that lock rows other partitions'
+    /// transactions wait for (an account's balance), which stay locked until the commit. Errors
+    /// from `work` are the handler's. While a batch is being bisected to isolate a failing
+    /// record, `work` runs at once instead, inside that record's savepoint.
+    public func atCommit(_ work: @escaping (HandlerContext) throws -> Void) throws {
+        if finale.runsAtOnce { try work(self) } else { finale.work.append(work) }
+    }
+}
+
+/// The work handlers left for the end of one batch transaction (`HandlerContext.atCommit`).
+final class TransactionFinale {
+    let runsAtOnce: Bool
+    var work: [(HandlerContext) throws -> Void] = []
+
+    init(runsAtOnce: Bool) { self.runsAtOnce = runsAtOnce }
 }
 
 /// The handlers of a `once` process, by event type. Built once at start-up; immutable after.
@@ -103,11 +122,20 @@ public struct HandlerRegistry: Sendable {
     public var supportedVersions: [String: Set<Int>] { entries.mapValues(\.versions) }
 }
 
-/// A record that passed envelope and data validation, ready for its handler.
-struct DecodedEvent: Sendable {
-    var envelope: Envelope
-    var command: any Sendable
+/// A record that passed envelope and data validation, ready for its handler. A class, so that
+/// the batch transaction's many passes over its records (ids, offsets, runs) share one copy
+/// instead of retaining every string and byte array of each record on every pass; immutable,
+/// hence `Sendable`.
+final class DecodedEvent: Sendable {
+    let envelope: Envelope
+    let command: any Sendable
     /// The record it came from; its bytes go to the dead letter if the handler rejects it.
-    var record: KafkaRecord
+    let record: KafkaRecord
     var offset: Int64 { record.offset }
+
+    init(envelope: Envelope, command: any Sendable, record: KafkaRecord) {
+        self.envelope = envelope
+        self.command = command
+        self.record = record
+    }
 }

@@ -37,31 +37,27 @@ public struct CreditPosting: CommandSharedAcrossTypes, Hashable {
     public var isCharge: Bool { kind == .charge }
 }
 
-/// What became of one posting.
-struct LedgerResult: Sendable, Hashable {
-    var outcome: EventOutcome
-    /// The account's balance right after this posting; set when it was applied.
-    var balanceAfter: Int64?
-}
-
 /// Posts charges and grants exactly once per (tenant, kind, business key), keeping every
 /// account's balance equal to the sum of its ledger amounts.
 ///
 /// A handler call's postings (one partition's consecutive charges and grants, in offset order)
-/// take one round trip when they are all new, and at most three when some business keys were
+/// take two round trips when they are all new, and up to four when some business keys were
 /// seen:
 ///
-/// 1. one statement inserts the ledger rows of the first posting of each business key
-///    (`ON CONFLICT DO NOTHING RETURNING`) and, from exactly the rows inserted, creates or
-///    updates the accounts by the sum of their amounts, returning the new balances. The upsert
-///    locks each account row and adds to its latest balance, so concurrent partitions
-///    touching one account serialise instead of losing an update; ledger keys and accounts are
-///    locked in key order, so two transactions over overlapping keys queue instead of
-///    deadlocking (a deadlock that still happens across calls, when other event types split a
-///    partition's credits into several calls, is transient and retried).
+/// 1. one statement creates the accounts that do not exist yet (balance 0) and inserts the
+///    ledger rows of the first posting of each business key (`ON CONFLICT DO NOTHING
+///    RETURNING`). It locks no existing account: other partitions' transactions on the same
+///    accounts go on meanwhile;
 /// 2. for the business keys whose row already existed, the standing row is read back;
 /// 3. postings that disagree with the standing row (another account or amount) are recorded
-///    in `credit_conflicts` for the audit.
+///    in `credit_conflicts` for the audit;
+/// 4. at the end of the transaction (`HandlerContext.atCommit`), one statement adds the
+///    applied amounts to the balances and returns them, and the outbound events, built
+///    beforehand but for each posting's balance right after it in offset order, are queued.
+///    The balance update locks each account row until the commit that follows, so concurrent
+///    partitions touching one account take turns there, and only there; accounts are locked in
+///    key order, so two transactions over overlapping accounts queue instead of deadlocking (a
+///    deadlock that still happens is transient and retried).
 ///
 /// Each other posting of a business key is then `duplicate` when it matches the standing row,
 /// `conflict` when it does not; neither writes to the ledger.
@@ -84,35 +80,78 @@ enum CreditLedger {
         var eventID: String
     }
 
-    /// Posts the inputs and queues one outbound event (`credits.charged` or `credits.granted`,
-    /// with the balance right after the posting in offset order) per posting applied.
+    /// Posts the inputs; at the commit, moves the balances and queues one outbound event
+    /// (`credits.charged` or `credits.granted`, with the balance right after the posting in
+    /// offset order) per posting applied.
     static func apply(_ inputs: [HandlerInput<CreditPosting>], in context: HandlerContext) throws -> [EventOutcome] {
-        let results = try post(inputs.map { ($0.envelope, $0.command) }, on: context.connection)
-        var messages: [OutboxMessage] = []
-        for (input, result) in zip(inputs, results) {
-            guard result.outcome == .applied, let balanceAfter = result.balanceAfter else { continue }
+        let outcomes = try post(inputs.map { ($0.envelope, $0.command) }, on: context.connection)
+        var applied: [(account: AccountKey, amount: Int64, event: PendingBalanceEvent)] = []
+        for (input, outcome) in zip(inputs, outcomes) where outcome == .applied {
             let command = input.command
             let charge = command.kind == .charge
-            messages.append(
-                OutboundEvent(
-                    type: charge ? BatchCompletedHandler.chargedType : CreditsGrantedHandler.grantedType,
-                    tenantID: input.envelope.tenantID, aggregateID: command.businessKey,
-                    topic: command.topic, key: command.accountID, source: input.envelope,
-                    data: [
-                        charge ? "batch_id" : "grant_id": .string(command.businessKey),
-                        "account_id": .string(command.accountID),
-                        "credits": .integer(command.credits),
-                        "balance_after": .integer(balanceAfter),
-                    ]
-                ).outboxMessage)
+            let event = OutboundEvent(
+                type: charge ? BatchCompletedHandler.chargedType : CreditsGrantedHandler.grantedType,
+                tenantID: input.envelope.tenantID, aggregateID: command.businessKey,
+                topic: command.topic, key: command.accountID, source: input.envelope,
+                data: [
+                    charge ? "batch_id" : "grant_id": .string(command.businessKey),
+                    "account_id": .string(command.accountID),
+                    "credits": .integer(command.credits),
+                ])
+            applied.append((
+                AccountKey(tenantID: input.envelope.tenantID, accountID: command.accountID),
+                amount(command), PendingBalanceEvent(event)
+            ))
         }
-        try context.publish(messages)
-        return results.map(\.outcome)
+        guard !applied.isEmpty else { return outcomes }
+        try context.atCommit { context in
+            // 4. The balances, then the balance right after each posting, in offset order: the
+            //    balance before this call's postings is the new balance less their sum.
+            var running = try moveBalances(applied.map { ($0.account, $0.amount) }, on: context.connection)
+            for item in applied.reversed() { running[item.account]! -= item.amount }
+            var messages: [OutboxMessage] = []
+            messages.reserveCapacity(applied.count)
+            for item in applied {
+                running[item.account]! += item.amount
+                messages.append(item.event.message(balanceAfter: running[item.account]!))
+            }
+            try context.publish(messages)
+        }
+        return outcomes
     }
 
+    /// Adds each account's amounts to its balance (locking the account rows, in key order);
+    /// returns the new balances.
+    private static func moveBalances(_ amounts: [(AccountKey, Int64)], on db: PostgresConnection) throws -> [AccountKey: Int64] {
+        var total: [AccountKey: Int64] = [:]
+        for (account, amount) in amounts { total[account, default: 0] += amount }
+        let accounts = Array(total.keys)
+        let rows = try db.query(
+            prepared: "once_credit_balances",
+            """
+            INSERT INTO credit_accounts AS a (tenant_id, account_id, balance)
+            SELECT tenant_id, account_id, amount FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(tenant_id, account_id, amount)
+            ORDER BY tenant_id, account_id
+            ON CONFLICT (tenant_id, account_id) DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now()
+            RETURNING tenant_id, account_id, balance
+            """,
+            [
+                .textArray(accounts.map(\.tenantID)), .textArray(accounts.map(\.accountID)),
+                .int64Array(accounts.map { total[$0]! }),
+            ])
+        var balances: [AccountKey: Int64] = [:]
+        for row in rows {
+            balances[AccountKey(tenantID: try row.decode(String.self, column: 0), accountID: try row.decode(String.self, column: 1))] =
+                try row.decode(Int64.self, column: 2)
+        }
+        return balances
+    }
+
+    /// One outcome per posting: `applied` for the first posting of each business key the ledger
+    /// did not hold, `duplicate` or `conflict` for the others.
     static func post(
         _ postings: [(envelope: Envelope, command: CreditPosting)], on db: PostgresConnection
-    ) throws -> [LedgerResult] {
+    ) throws -> [EventOutcome] {
         // The first posting of each business key is the one that may apply.
         var firstIndex: [Key: Int] = [:]
         for (index, item) in postings.enumerated() where firstIndex[key(item)] == nil {
@@ -120,7 +159,8 @@ enum CreditLedger {
         }
         let candidates = postings.indices.filter { firstIndex[key(postings[$0])] == $0 }
 
-        // 1. Ledger rows and balances, in one statement.
+        // 1. Accounts not there yet, and the ledger rows, in one statement. An account that
+        //    exists is neither locked nor written here (the foreign key's check only shares it).
         let rows = try db.query(
             prepared: "once_credit_post",
             """
@@ -129,27 +169,23 @@ enum CreditLedger {
                     $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
                     AS p(tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_us)
             ),
-            posted AS (
-                INSERT INTO credit_ledger
-                    (tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_at)
-                SELECT tenant_id, kind, business_key, account_id, credits, amount, event_id,
-                       timestamptz 'epoch' + occurred_us * interval '1 microsecond'
-                FROM posting
-                ORDER BY tenant_id, kind, business_key
-                ON CONFLICT (tenant_id, kind, business_key) DO NOTHING
-                RETURNING tenant_id, kind, business_key, account_id, amount
-            ),
-            account AS (
-                INSERT INTO credit_accounts AS a (tenant_id, account_id, balance)
-                SELECT tenant_id, account_id, sum(amount) FROM posted
-                GROUP BY tenant_id, account_id
+            opened AS (
+                INSERT INTO credit_accounts (tenant_id, account_id, balance)
+                SELECT DISTINCT tenant_id, account_id, 0::bigint FROM posting
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM credit_accounts a
+                    WHERE a.tenant_id = posting.tenant_id AND a.account_id = posting.account_id)
                 ORDER BY tenant_id, account_id
-                ON CONFLICT (tenant_id, account_id)
-                    DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now()
-                RETURNING tenant_id, account_id, balance
+                ON CONFLICT (tenant_id, account_id) DO NOTHING
             )
-            SELECT posted.tenant_id, posted.kind, posted.business_key, account.account_id, account.balance
-            FROM posted JOIN account USING (tenant_id, account_id)
+            INSERT INTO credit_ledger
+                (tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_at)
+            SELECT tenant_id, kind, business_key, account_id, credits, amount, event_id,
+                   timestamptz 'epoch' + occurred_us * interval '1 microsecond'
+            FROM posting
+            ORDER BY tenant_id, kind, business_key
+            ON CONFLICT (tenant_id, kind, business_key) DO NOTHING
+            RETURNING tenant_id, kind, business_key
             """,
             [
                 .textArray(candidates.map { postings[$0].envelope.tenantID }),
@@ -162,28 +198,16 @@ enum CreditLedger {
                 .int64Array(try candidates.map { try occurredMicroseconds(postings[$0].envelope) }),
             ])
         var applied = Set<Key>()
-        var finalBalance: [AccountKey: Int64] = [:]
         for row in rows {
-            let tenantID = try row.decode(String.self, column: 0)
             guard let kind = LedgerKind(rawValue: try row.decode(String.self, column: 1)) else { continue }
-            applied.insert(Key(tenantID: tenantID, kind: kind, businessKey: try row.decode(String.self, column: 2)))
-            finalBalance[AccountKey(tenantID: tenantID, accountID: try row.decode(String.self, column: 3))] =
-                try row.decode(Int64.self, column: 4)
+            applied.insert(
+                Key(tenantID: try row.decode(String.self, column: 0), kind: kind, businessKey: try row.decode(String.self, column: 2)))
         }
-
-        // Balance after each applied posting, in offset order: the balance before this call's
-        // postings is the new balance less their sum.
-        var running = finalBalance
-        for index in candidates.reversed() where applied.contains(key(postings[index])) {
-            running[accountKey(postings[index])]! -= amount(postings[index].command)
-        }
-        var results = [LedgerResult](repeating: LedgerResult(outcome: .duplicate), count: postings.count)
+        var results = [EventOutcome](repeating: .duplicate, count: postings.count)
         var standing: [Key: Standing] = [:]
         for index in candidates where applied.contains(key(postings[index])) {
             let (envelope, command) = postings[index]
-            let account = accountKey(postings[index])
-            running[account]! += amount(command)
-            results[index] = LedgerResult(outcome: .applied, balanceAfter: running[account]!)
+            results[index] = .applied
             standing[key(postings[index])] = Standing(
                 accountID: command.accountID, credits: command.credits, eventID: envelope.eventID)
         }
@@ -216,7 +240,7 @@ enum CreditLedger {
 
         // Every posting not applied is compared with what the ledger holds for its key.
         var conflicts: [(index: Int, standing: Standing)] = []
-        for index in postings.indices where results[index].outcome != .applied {
+        for index in postings.indices where results[index] != .applied {
             let command = postings[index].command
             guard let held = standing[key(postings[index])] else {
                 throw PermanentHandlerError(
@@ -225,9 +249,9 @@ enum CreditLedger {
                 )
             }
             if held.accountID == command.accountID && held.credits == command.credits {
-                results[index] = LedgerResult(outcome: .duplicate)
+                results[index] = .duplicate
             } else {
-                results[index] = LedgerResult(outcome: .conflict)
+                results[index] = .conflict
                 conflicts.append((index, held))
             }
         }
@@ -269,9 +293,6 @@ enum CreditLedger {
         Key(tenantID: item.envelope.tenantID, kind: item.command.kind, businessKey: item.command.businessKey)
     }
 
-    private static func accountKey(_ item: (envelope: Envelope, command: CreditPosting)) -> AccountKey {
-        AccountKey(tenantID: item.envelope.tenantID, accountID: item.command.accountID)
-    }
 }
 
 /// The source event's `occurred_at` as microseconds since the epoch, for a `timestamptz` column.

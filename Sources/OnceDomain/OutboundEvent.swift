@@ -64,3 +64,51 @@ extension Domain {
         OutboundEvent.eventID(type: type, tenantID: tenantID, aggregateID: aggregateID)
     }
 }
+
+/// An outbound event built before its `data.balance_after` is known (the balance is read only
+/// once the account is locked, right before the commit): the message with a hole where the
+/// value's digits go, filled by copying bytes, so no JSON or id is computed while the lock is held.
+/// The bytes are those `OutboundEvent.outboxMessage` gives with the value in place.
+struct PendingBalanceEvent {
+    private static let placeholder = Int64.min
+    private var template: OutboxMessage
+    /// Where the placeholder's digits are in the template's payload.
+    private var hole: Range<Int> = 0..<0
+    /// Kept only if the hole was not found (a safety net): each message is then built in full.
+    private var unsplit: OutboundEvent?
+
+    init(_ event: OutboundEvent) {
+        var withPlaceholder = event
+        withPlaceholder.data["balance_after"] = .integer(Self.placeholder)
+        template = withPlaceholder.outboxMessage
+        // Inside a JSON string a quote is escaped, so `"balance_after":` marks the member itself.
+        let member = Array("\"balance_after\":".utf8)
+        let needle = member + Array(String(Self.placeholder).utf8)
+        let payload = template.payload ?? []
+        if payload.count >= needle.count,
+            let start = (0...(payload.count - needle.count)).first(where: {
+                payload[$0..<($0 + needle.count)].elementsEqual(needle)
+            })
+        {
+            hole = (start + member.count)..<(start + needle.count)
+        } else {
+            unsplit = event
+        }
+    }
+
+    func message(balanceAfter: Int64) -> OutboxMessage {
+        if var complete = unsplit {
+            complete.data["balance_after"] = .integer(balanceAfter)
+            return complete.outboxMessage
+        }
+        let payload = template.payload ?? []
+        var message = template
+        var filled: [UInt8] = []
+        filled.reserveCapacity(payload.count)
+        filled.append(contentsOf: payload[..<hole.lowerBound])
+        filled.append(contentsOf: String(balanceAfter).utf8)
+        filled.append(contentsOf: payload[hole.upperBound...])
+        message.payload = filled
+        return message
+    }
+}

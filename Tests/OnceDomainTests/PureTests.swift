@@ -168,3 +168,29 @@ struct DomainLogicTests {
         #expect(message(["action": "LOCK", "devices": devices])?.hasPrefix("data.batch_action_id") == true)
     }
 }
+
+@Suite("Outbound events built before their balance is known")
+struct PendingBalanceEventTests {
+    func event(account: String) -> OutboundEvent {
+        let source = Envelope(
+            eventID: "e-1", type: BatchCompletedHandler.eventType, version: 1, tenantID: "acme",
+            occurredAt: "2026-11-22T10:00:00.123Z", data: [:])
+        return OutboundEvent(
+            type: BatchCompletedHandler.chargedType, tenantID: "acme", aggregateID: "b-1", topic: "credit-ledger",
+            key: account, source: source,
+            data: ["batch_id": "b-1", "account_id": .string(account), "credits": 40])
+    }
+
+    @Test("filling the hole gives the bytes of the event built whole, whatever the balance and the strings")
+    func sameBytesAsBuiltWhole() {
+        // An account id that spells the member inside a string must not be mistaken for it.
+        for account in ["acc-1", "\"balance_after\":-9223372036854775808", "ü-\u{1}"] {
+            let pending = PendingBalanceEvent(event(account: account))
+            for balance: Int64 in [0, -40, 7, 1_000_000_000_000, .min, .max] {
+                var whole = event(account: account)
+                whole.data["balance_after"] = .integer(balance)
+                #expect(pending.message(balanceAfter: balance) == whole.outboxMessage, "\(account) \(balance)")
+            }
+        }
+    }
+}
