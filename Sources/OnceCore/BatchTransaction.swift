@@ -31,30 +31,39 @@ struct BatchTransaction {
         var retrying: RetriedDeadLetter?
     }
 
-    /// With `fence` nil (a replay) the stored position is neither checked nor moved.
+    /// One partition's batch (with `fence` nil, a replay: the stored position is neither
+    /// checked nor moved).
     func commit(
         _ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, options: Options = Options(),
         on db: PostgresConnection
     ) throws -> BatchSummary {
+        try commit([BatchPart(batch: batch, records: records, fence: fence)], options: options, on: db)
+    }
+
+    /// Several partitions' batches in one transaction (`once run` joins the partitions that are
+    /// waiting when a session frees up): each is fenced on its own; dedup, handlers and the
+    /// outbox take all their records at once, each partition's in offset order. A fenced part
+    /// fails the whole transaction with its `BatchFenced`, and nothing is written.
+    func commit(_ parts: [BatchPart], options: Options = Options(), on db: PostgresConnection) throws -> BatchSummary {
         do {
             do {
-                return try attempt(records, of: batch, fence: fence, options: options, isolating: false, on: db)
+                return try attempt(parts, options: options, isolating: false, on: db)
             } catch is HandlerFailure {
-                return try attempt(records, of: batch, fence: fence, options: options, isolating: true, on: db)
+                return try attempt(parts, options: options, isolating: true, on: db)
             }
         } catch let rollback as DryRunRollback {
             return rollback.summary
         }
     }
 
-    private func attempt(
-        _ records: [BatchRecord], of batch: PartitionBatch, fence: PartitionFence?, options: Options, isolating: Bool,
-        on db: PostgresConnection
-    ) throws -> BatchSummary {
+    private func attempt(_ parts: [BatchPart], options: Options, isolating: Bool, on db: PostgresConnection) throws -> BatchSummary {
         try db.transaction { tx in
-            let p = batch.partition
-            // 1. The fence: this owner, this generation, from where this batch starts.
-            if let fence {
+            // 1. The fence: this owner, this generation, from where each batch starts.
+            //    In partition order, so that two transactions fencing the same partitions (a
+            //    zombie's and its successor's) queue instead of deadlocking.
+            for part in parts.sorted(by: { ($0.batch.partition.topic, $0.batch.partition.partition) < ($1.batch.partition.topic, $1.batch.partition.partition) }) {
+                guard let fence = part.fence else { continue }
+                let p = part.batch.partition
                 let moved = try tx.query(
                     prepared: "once_fence",
                     """
@@ -63,10 +72,11 @@ struct BatchTransaction {
                       AND next_offset IS NOT DISTINCT FROM $6
                     """,
                     [.text(group), .text(p.topic), .int32(p.partition), .int64(fence.generation),
-                     .int64(batch.nextOffset), PostgresValue(fence.nextOffset)]
+                     .int64(part.batch.nextOffset), PostgresValue(fence.nextOffset)]
                 ).affectedRows
                 guard moved == 1 else { throw BatchFenced(partition: p, generation: fence.generation) }
             }
+            let records = parts.count == 1 ? parts[0].records : parts.flatMap(\.records)
 
             // (retry) The dead letter gives up its claim, so that its record counts as new again.
             try options.retrying?.releaseClaim(of: records, group: group, on: tx)
@@ -85,14 +95,15 @@ struct BatchTransaction {
                 """
                 INSERT INTO processed_messages
                     (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome)
-                SELECT $1, e.id, $2, $3, e.off, e.type, e.tenant, e.outcome
-                FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[]) AS e(id, off, type, tenant, outcome)
+                SELECT $1, e.id, e.topic, e.partition::integer, e.off, e.type, e.tenant, e.outcome
+                FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[])
+                    AS e(topic, partition, id, off, type, tenant, outcome)
                 WHERE NOT EXISTS (
                     SELECT 1 FROM processed_messages d WHERE d.consumer_group = $1 AND d.event_id = e.id OFFSET 0)
                 ON CONFLICT (consumer_group, event_id) DO NOTHING
                 RETURNING event_id, ctid::text
                 """,
-                [.text(group), .text(p.topic), .int32(p.partition),
+                [.text(group), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
                  .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
                  .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.tenantID)),
                  .textArray(candidates.map(\.provisionalOutcome.rawValue))]
@@ -138,7 +149,6 @@ struct BatchTransaction {
             if outbox.inserted > 0 { try tx.notify(channel: OutboxWriter.channel) }
 
             let summary = BatchSummary(
-                nextOffset: batch.nextOffset,
                 outcomes: outcomes.map(\.1) + rejected.map { _ in .deadLettered },
                 duplicates: records.count - new.count,
                 outboxRows: outbox.inserted,
@@ -186,9 +196,16 @@ struct BatchFenced: Error, CustomStringConvertible {
     var description: String { "\(partition) is no longer held under generation \(generation)" }
 }
 
-/// What one committed batch did.
+/// One partition's share of a batch transaction.
+struct BatchPart: Sendable {
+    var batch: PartitionBatch
+    var records: [BatchRecord]
+    /// Where the owner believes the stored position is; nil for a replay.
+    var fence: PartitionFence?
+}
+
+/// What one committed batch transaction did.
 struct BatchSummary: Sendable {
-    var nextOffset: Int64
     var outcomes: [EventOutcome]
     /// Records skipped because their event id was already processed (or repeated in the batch).
     var duplicates: Int
@@ -220,12 +237,16 @@ private func asHandlerFailure<T>(_ body: () throws -> T) throws -> T {
 }
 
 extension BatchRecord {
-    var offset: Int64 {
+    var record: KafkaRecord {
         switch self {
-        case .event(let event): return event.offset
-        case .invalid(let record, _): return record.offset
+        case .event(let event): return event.record
+        case .invalid(let record, _): return record
         }
     }
+
+    var offset: Int64 { record.offset }
+    var topic: String { record.topic }
+    var partition: Int32 { record.partition }
 
     var eventType: String? {
         switch self {

@@ -170,39 +170,53 @@ struct BatchWorker: Sendable {
     }
 
     private func process(_ dispatch: PartitionTable.Dispatch) async {
-        let batch = dispatch.batch
-        let records = batch.records.map(decoder.decode)
+        var parts = dispatch.parts.map { part in
+            BatchPart(batch: part.batch, records: part.batch.records.map(decoder.decode), fence: part.fence)
+        }
         let transaction = self.transaction
         var attempt = 0
-        var end = PartitionTable.BatchEnd.abandoned
-        while table.holds(batch.partition, generation: dispatch.fence.generation) {
+        var ends = [PartitionTable.BatchEnd](repeating: .abandoned, count: parts.count)
+        var fencedPartitions: [TopicPartition] = []
+        func index(of partition: TopicPartition) -> Int {
+            dispatch.parts.firstIndex { $0.batch.partition == partition }!
+        }
+        while true {
+            // Only the partitions this member still holds (a rebalance may take some away).
+            parts.removeAll { !table.holds($0.batch.partition, generation: $0.fence!.generation) }
+            guard !parts.isEmpty else { break }
             do {
-                let summary = try await sessions[dispatch.connection].withConnection { db in
-                    try transaction.commit(records, of: batch, fence: dispatch.fence, on: db)
+                let work = parts
+                _ = try await sessions[dispatch.connection].withConnection { db in
+                    try transaction.commit(work, on: db)
                 }
-                end = .committed(nextOffset: summary.nextOffset)
-                logger.debug(
-                    "batch committed",
-                    metadata: [
-                        "once.partition": "\(batch.partition)", "once.records": "\(batch.records.count)",
-                        "once.next_offset": "\(summary.nextOffset)",
-                    ])
+                for part in parts {
+                    ends[index(of: part.batch.partition)] = .committed(nextOffset: part.batch.nextOffset)
+                    logger.debug(
+                        "batch committed",
+                        metadata: [
+                            "once.partition": "\(part.batch.partition)", "once.records": "\(part.batch.records.count)",
+                            "once.next_offset": "\(part.batch.nextOffset)",
+                        ])
+                }
                 break
             } catch let fenced as BatchFenced {
+                // Nothing was written: that partition re-reads its position, the others go again.
                 logger.notice("\(fenced); re-reading its position")
-                end = .fenced
-                break
+                ends[index(of: fenced.partition)] = .fenced
+                fencedPartitions.append(fenced.partition)
+                parts.removeAll { $0.batch.partition == fenced.partition }
             } catch {
                 attempt += 1
-                if attempt == 1 { table.retrying(batch.partition) }
+                if attempt == 1 { for part in parts { table.retrying(part.batch.partition) } }
                 let delay = backoff.delay(attempt: attempt)
                 let level: Logger.Level = (error as? PostgresError)?.isTransient == true ? .warning : .error
-                logger.log(level: level, "batch on \(batch.partition) failed (attempt \(attempt)), retrying in \(delay): \(error)")
+                let names = parts.map { "\($0.batch.partition)" }.joined(separator: ", ")
+                logger.log(level: level, "batch on \(names) failed (attempt \(attempt)), retrying in \(delay): \(error)")
                 try? await Task.sleep(for: delay)
             }
         }
-        for next in table.finished(dispatch, end) { start(next) }
-        if case .fenced = end { await claims.reload(batch.partition) }
+        for next in table.finished(dispatch, ends) { start(next) }
+        for partition in fencedPartitions { await claims.reload(partition) }
     }
 }
 

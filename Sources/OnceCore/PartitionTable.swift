@@ -46,11 +46,17 @@ final class PartitionTable: @unchecked Sendable {
         var isEmpty: Bool { pause.isEmpty && resume.isEmpty && seek.isEmpty && commit.isEmpty }
     }
 
-    /// Work to start: a batch for a database session.
+    /// Work to start on a database session: one transaction over the batches of one or more
+    /// partitions, `maxBatch` records at most in all (a partition whose buffer holds more gives
+    /// the first of them; the rest waits for the batch to end).
     struct Dispatch: Sendable {
-        var batch: PartitionBatch
-        var fence: PartitionFence
+        var parts: [Part]
         var connection: Int
+
+        struct Part: Sendable {
+            var batch: PartitionBatch
+            var fence: PartitionFence
+        }
     }
 
     /// How a batch ended.
@@ -170,31 +176,37 @@ final class PartitionTable: @unchecked Sendable {
         }
     }
 
-    /// A batch ended; frees its session, moves the partition on and returns batches to start.
-    func finished(_ dispatch: Dispatch, _ end: BatchEnd) -> [Dispatch] {
+    /// A dispatch ended (`ends` tells how, part by part); frees its session, moves its
+    /// partitions on and returns batches to start.
+    func finished(_ dispatch: Dispatch, _ ends: [BatchEnd]) -> [Dispatch] {
         locked {
             lastActivity = .now
             freeConnections.append(dispatch.connection)
-            let partition = dispatch.batch.partition
-            guard slots[partition] != nil else { return dispatchLocked() }
-            slots[partition]!.inFlight = false
-            switch end {
-            case .committed(let next):
-                if slots[partition]!.fence?.generation == dispatch.fence.generation {
-                    slots[partition]!.fence?.nextOffset = next
+            for (part, end) in zip(dispatch.parts, ends) {
+                let partition = part.batch.partition
+                guard slots[partition] != nil else { continue }
+                slots[partition]!.inFlight = false
+                switch end {
+                case .committed(let next):
+                    if slots[partition]!.fence?.generation == part.fence.generation {
+                        slots[partition]!.fence?.nextOffset = next
+                    }
+                    consumerActions.commit[partition] = next
+                case .fenced:
+                    slots[partition]!.fence = nil
+                    slots[partition]!.buffer = []
+                case .abandoned:
+                    break
                 }
-                consumerActions.commit[partition] = next
-            case .fenced:
-                slots[partition]!.fence = nil
-                slots[partition]!.buffer = []
-            case .abandoned:
-                break
             }
             let started = dispatchLocked()
-            if let slot = slots[partition], slot.paused, slot.fence != nil, !slot.disowned, slot.buffer.count <= pauseAbove / 2 {
-                slots[partition]!.paused = false
-                consumerActions.resume.insert(partition)
-                consumerActions.pause.remove(partition)
+            for part in dispatch.parts {
+                let partition = part.batch.partition
+                if let slot = slots[partition], slot.paused, slot.fence != nil, !slot.disowned, slot.buffer.count <= pauseAbove / 2 {
+                    slots[partition]!.paused = false
+                    consumerActions.resume.insert(partition)
+                    consumerActions.pause.remove(partition)
+                }
             }
             return started
         }
@@ -204,17 +216,25 @@ final class PartitionTable: @unchecked Sendable {
         for (partition, slot) in slots where !slot.buffer.isEmpty && !slot.inFlight && !waiting.contains(partition) {
             waiting.append(partition)
         }
+        // A free session takes the waiting partitions in turn, as many as `maxBatch` records
+        // allow: under a light load one transaction (and one commit) serves several partitions.
         var started: [Dispatch] = []
-        while let partition = waiting.first, !freeConnections.isEmpty {
-            waiting.removeFirst()
-            guard let fence = slots[partition].flatMap({ $0.inFlight || $0.buffer.isEmpty || $0.disowned ? nil : $0.fence })
-            else { continue }
-            let count = min(maxBatch, slots[partition]!.buffer.count)
-            let records = Array(slots[partition]!.buffer.prefix(count))
-            slots[partition]!.buffer.removeFirst(count)
-            slots[partition]!.inFlight = true
-            let batch = PartitionBatch(partition: partition, records: records)
-            started.append(Dispatch(batch: batch, fence: fence, connection: freeConnections.removeLast()))
+        while !waiting.isEmpty, !freeConnections.isEmpty {
+            var parts: [Dispatch.Part] = []
+            var room = maxBatch
+            while room > 0, let partition = waiting.first {
+                waiting.removeFirst()
+                guard let fence = slots[partition].flatMap({ $0.inFlight || $0.buffer.isEmpty || $0.disowned ? nil : $0.fence })
+                else { continue }
+                let count = min(room, slots[partition]!.buffer.count)
+                let records = Array(slots[partition]!.buffer.prefix(count))
+                slots[partition]!.buffer.removeFirst(count)
+                slots[partition]!.inFlight = true
+                parts.append(Dispatch.Part(batch: PartitionBatch(partition: partition, records: records), fence: fence))
+                room -= count
+            }
+            guard !parts.isEmpty else { break }
+            started.append(Dispatch(parts: parts, connection: freeConnections.removeLast()))
         }
         return started
     }

@@ -33,7 +33,7 @@ import Testing
         let started = table.ingest(records(p0, 40..<45))
         #expect(started.count == 1)
         #expect(table.idleClaims() == [p1: 5])
-        _ = table.finished(started[0], .committed(nextOffset: 45))
+        _ = table.finished(started[0], [.committed(nextOffset: 45)])
         #expect(table.idleClaims() == [p0: 3, p1: 5])
         table.disowned(p1)
         #expect(table.idleClaims() == [p0: 3])
@@ -59,7 +59,7 @@ import Testing
         // A batch in flight: it will be fenced and reload by itself.
         #expect(!table.claimChanged(p0, heldUnder: 3, to: PartitionFence(generation: 4, nextOffset: 0), owned: true))
         #expect(table.takeConsumerActions().seek.isEmpty)
-        _ = table.finished(started[0], .fenced)
+        _ = table.finished(started[0], [.fenced])
         // Re-claimed under another generation than the one the check saw: nothing to do.
         table.claimed(p0, fence: PartitionFence(generation: 6, nextOffset: 0))
         #expect(!table.claimChanged(p0, heldUnder: 3, to: PartitionFence(generation: 4, nextOffset: 0), owned: true))
@@ -128,7 +128,7 @@ struct OffsetResetDatabaseTests {
         let summary = try transaction.commit(
             resumed.records.map(decoder.decode), of: resumed, fence: PartitionFence(generation: 4, nextOffset: 20),
             on: connection)
-        #expect(summary.nextOffset == 21)
+        #expect(summary.outcomes.count == 1)
         #expect(try offsets.positions(on: connection).map(\.nextOffset) == [21])
 
         // A partition the group never stored gets a row with no owner.
@@ -158,5 +158,63 @@ struct OffsetResetDatabaseTests {
         let real = try processor.process(records, on: connection)
         #expect(real.counts == dry.counts)
         #expect(try connection.query("SELECT count(*) FROM dead_letters")[0].decode(Int.self, column: 0) == 2)
+    }
+}
+
+/// Several partitions' batches in one transaction: each fenced on its own, one claim and one set
+/// of handler runs for all, and nothing written when any part is fenced.
+@Suite(.timeLimit(.minutes(2)))
+struct MultiPartitionTransactionTests {
+    @Test func partsAreFencedOnTheirOwnAndShareTheClaimAndTheHandlers() async throws {
+        let database = try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
+        defer { database.drop() }
+        let connection = try database.connect()
+        defer { connection.close() }
+        let group = TestServices.unique("group")
+        try connection.execute(
+            """
+            INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, generation, owner)
+            VALUES ($1, 'in', 0, 10, 2, 'me'), ($1, 'in', 1, 30, 5, 'me')
+            """,
+            [.text(group)])
+        var registry = HandlerRegistry()
+        registry.register(TestEffectHandler(outputTopic: "out"))
+        let transaction = BatchTransaction(group: group, registry: registry, deadLetterTopic: "dlq")
+        let decoder = BatchDecoder(registry: registry)
+        func part(_ partition: Int32, from offset: Int64, ids: [String], generation: Int64) -> BatchPart {
+            let records = ids.enumerated().map { index, id in
+                KafkaRecord(
+                    topic: "in", partition: partition, offset: offset + Int64(index), key: nil,
+                    value: TestEvents.effect(id: id, key: "key-\(id)"))
+            }
+            return BatchPart(
+                batch: PartitionBatch(partition: TopicPartition("in", partition), records: records),
+                records: records.map(decoder.decode), fence: PartitionFence(generation: generation, nextOffset: offset))
+        }
+        func count(_ sql: String) throws -> Int { try connection.query(sql)[0].decode(Int.self, column: 0) }
+
+        // Partition 1 is held under generation 5, not 4: the whole transaction writes nothing.
+        #expect(throws: BatchFenced.self) {
+            _ = try transaction.commit(
+                [part(0, from: 10, ids: ["a", "b"], generation: 2), part(1, from: 30, ids: ["c"], generation: 4)],
+                on: connection)
+        }
+        #expect(try count("SELECT count(*) FROM processed_messages") == 0)
+        #expect(try count("SELECT count(*) FROM test_effects") == 0)
+
+        // Under the right claims, both commit together; "b" comes again on the other partition
+        // (a producer that sent it twice) and counts once.
+        let summary = try transaction.commit(
+            [part(0, from: 10, ids: ["a", "b"], generation: 2), part(1, from: 30, ids: ["b", "c", "d"], generation: 5)],
+            on: connection)
+        #expect(summary.outcomes.count == 4 && summary.duplicates == 1)
+        #expect(try count("SELECT count(*) FROM test_effects") == 4)
+        #expect(
+            try connection.query("SELECT partition, next_offset FROM consumer_offsets ORDER BY partition")
+                .map { [try $0.decode(Int64.self, column: 0), try $0.decode(Int64.self, column: 1)] } == [[0, 12], [1, 33]])
+        #expect(
+            try connection.query("SELECT event_id, partition, kafka_offset FROM processed_messages ORDER BY event_id")
+                .map { "\(try $0.decode(String.self, column: 0))@\(try $0.decode(Int64.self, column: 1))/\(try $0.decode(Int64.self, column: 2))" }
+                == ["a@0/10", "b@0/11", "c@1/31", "d@1/32"])
     }
 }

@@ -42,23 +42,48 @@ import Testing
         let first = table.ingest(records(p0, 0..<25))
         #expect(first.map(\.batch.records.count) == [10])
         #expect(table.ingest(records(p0, 25..<30)).isEmpty)  // still in flight
-        let next = table.finished(first[0], .committed(nextOffset: 10))
+        let next = table.finished(first[0], [.committed(nextOffset: 10)])
         #expect(next.map(\.batch.records.first?.offset) == [10])
         #expect(next.first?.fence.nextOffset == 10)
         #expect(table.takeConsumerActions().commit == [p0: 10])
     }
 
-    @Test func sessionsAreSharedAcrossPartitions() {
+    @Test func aSessionTakesTheWaitingPartitionsUpToTheBatchSize() {
+        let table = PartitionTable(connections: 1, maxBatch: 4, pauseAbove: 100)
+        _ = table.assigned([p0, p1])
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.claimed(p1, fence: PartitionFence(generation: 7, nextOffset: 0))
+        table.seeksDone([p0, p1])
+        // One transaction for both partitions: all 3 records of the first in line, one of the other.
+        let started = table.ingest(records(p0, 0..<3) + records(p1, 0..<3))
+        #expect(started.count == 1)
+        let parts = started[0].parts
+        #expect(Set(parts.map(\.batch.partition)) == [p0, p1])
+        #expect(parts.map(\.batch.records.count) == [3, 1])
+        #expect(parts.allSatisfy { $0.fence.generation == ($0.batch.partition == p0 ? 1 : 7) })
+        #expect(parts.allSatisfy { part in part.batch.records.allSatisfy { $0.topicPartition == part.batch.partition } })
+        // Both are in flight: new records wait.
+        #expect(table.ingest(records(parts[0].batch.partition, 3..<4)).isEmpty)
+        let next = table.finished(started[0], parts.map { .committed(nextOffset: $0.batch.nextOffset) })
+        #expect(table.takeConsumerActions().commit == [parts[0].batch.partition: 3, parts[1].batch.partition: 1])
+        #expect(next.count == 1)
+        let rest = Dictionary(uniqueKeysWithValues: next[0].parts.map { ($0.batch.partition, $0.batch.records.map(\.offset)) })
+        #expect(rest == [parts[0].batch.partition: [3], parts[1].batch.partition: [1, 2]])
+    }
+
+    @Test func aFencedPartDropsOnlyItsOwnPartition() {
         let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
         _ = table.assigned([p0, p1])
         table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
         table.claimed(p1, fence: PartitionFence(generation: 1, nextOffset: 0))
         table.seeksDone([p0, p1])
         let started = table.ingest(records(p0, 0..<3) + records(p1, 0..<3))
-        #expect(started.count == 1)
-        let next = table.finished(started[0], .committed(nextOffset: 3))
-        #expect(next.count == 1)
-        #expect(next[0].batch.partition != started[0].batch.partition)
+        #expect(started.count == 1 && started[0].parts.count == 2)
+        let ends: [PartitionTable.BatchEnd] = started[0].parts.map { $0.batch.partition == p0 ? .fenced : .committed(nextOffset: 3) }
+        #expect(table.finished(started[0], ends).isEmpty)
+        #expect(!table.holds(p0, generation: 1))
+        #expect(table.holds(p1, generation: 1))
+        #expect(table.ingest(records(p1, 3..<5)).first?.parts.map(\.batch.partition) == [p1])
     }
 
     @Test func aFullBufferPausesThePartitionAndDrainingResumesIt() {
@@ -69,9 +94,9 @@ import Testing
         _ = table.takeConsumerActions()
         var batch = table.ingest(records(p0, 0..<160))[0]
         #expect(table.takeConsumerActions().pause == [p0])
-        batch = table.finished(batch, .committed(nextOffset: 50))[0]
+        batch = table.finished(batch, [.committed(nextOffset: 50)])[0]
         #expect(table.takeConsumerActions().resume.isEmpty)  // 60 left: above half
-        _ = table.finished(batch, .committed(nextOffset: 100))
+        _ = table.finished(batch, [.committed(nextOffset: 100)])
         #expect(table.takeConsumerActions().resume == [p0])
     }
 
@@ -84,7 +109,7 @@ import Testing
         let batch = table.ingest(records(p0, 0..<5))[0]
         table.retrying(p0)
         #expect(table.takeConsumerActions().pause == [p0])
-        _ = table.finished(batch, .committed(nextOffset: 5))
+        _ = table.finished(batch, [.committed(nextOffset: 5)])
         #expect(table.takeConsumerActions().resume == [p0])
     }
 
@@ -94,7 +119,7 @@ import Testing
         table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
         table.seeksDone([p0])
         let batch = table.ingest(records(p0, 0..<20))[0]
-        #expect(table.finished(batch, .fenced).isEmpty)
+        #expect(table.finished(batch, [.fenced]).isEmpty)
         #expect(table.ingest(records(p0, 20..<25)).isEmpty)
         #expect(table.quietSince() == nil)  // the partition waits for its position
         table.claimed(p0, fence: PartitionFence(generation: 2, nextOffset: 5))
@@ -127,9 +152,15 @@ import Testing
         #expect(table.quietSince() != nil)
         let batch = table.ingest(records(p0, 0..<3))[0]
         #expect(table.quietSince() == nil)
-        _ = table.finished(batch, .committed(nextOffset: 3))
+        _ = table.finished(batch, [.committed(nextOffset: 3)])
         #expect(table.quietSince() != nil)
     }
+}
+
+extension PartitionTable.Dispatch {
+    /// The only part of a dispatch that holds one partition's batch.
+    var batch: PartitionBatch { parts.count == 1 ? parts[0].batch : PartitionBatch(partition: TopicPartition("several", -1), records: []) }
+    var fence: PartitionFence { parts[0].fence }
 }
 
 @Suite struct SettingsTests {
