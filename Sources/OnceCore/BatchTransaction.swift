@@ -3,8 +3,9 @@ import OncePostgres
 
 /// The transaction that makes a batch's effects happen exactly once.
 ///
-/// For one partition's batch, in one transaction: move the stored position (only under the
-/// claiming generation and from where this batch starts: the zombie fence), claim each event id
+/// For the batches of one or more partitions, in one transaction: move each partition's stored
+/// position (only under the claiming generation and from where its batch starts: the zombie
+/// fence), claim each event id
 /// in `processed_messages` (ids already there are redeliveries and are skipped), run the handlers
 /// on the new events in offset order, record outcomes other than `applied`, write dead letters
 /// with their outbox rows, run what handlers left for the end (writes to rows that other

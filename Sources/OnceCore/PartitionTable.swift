@@ -216,13 +216,15 @@ final class PartitionTable: @unchecked Sendable {
         for (partition, slot) in slots where !slot.buffer.isEmpty && !slot.inFlight && !waiting.contains(partition) {
             waiting.append(partition)
         }
-        // A free session takes the waiting partitions in turn, as many as `maxBatch` records
-        // allow: under a light load one transaction (and one commit) serves several partitions.
+        // The waiting partitions are shared out among the free sessions, each taking its share
+        // in turn, as many records as `maxBatch` allows: under a light load one transaction (and
+        // one commit) serves several partitions, and every free session still gets work.
         var started: [Dispatch] = []
         while !waiting.isEmpty, !freeConnections.isEmpty {
             var parts: [Dispatch.Part] = []
             var room = maxBatch
-            while room > 0, let partition = waiting.first {
+            let share = (waiting.count + freeConnections.count - 1) / freeConnections.count
+            while room > 0, parts.count < share, let partition = waiting.first {
                 waiting.removeFirst()
                 guard let fence = slots[partition].flatMap({ $0.inFlight || $0.buffer.isEmpty || $0.disowned ? nil : $0.fence })
                 else { continue }

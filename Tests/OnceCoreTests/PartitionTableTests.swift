@@ -71,6 +71,19 @@ import Testing
         #expect(rest == [parts[0].batch.partition: [3], parts[1].batch.partition: [1, 2]])
     }
 
+    @Test func waitingPartitionsAreSharedOutAmongTheFreeSessions() {
+        let table = PartitionTable(connections: 2, maxBatch: 100, pauseAbove: 1000)
+        let p2 = TopicPartition("in", 2)
+        _ = table.assigned([p0, p1, p2])
+        for partition in [p0, p1, p2] { table.claimed(partition, fence: PartitionFence(generation: 1, nextOffset: 0)) }
+        table.seeksDone([p0, p1, p2])
+        // Three partitions, two free sessions: two and one, both sessions at work.
+        let started = table.ingest(records(p0, 0..<2) + records(p1, 0..<2) + records(p2, 0..<2))
+        #expect(started.map(\.parts.count).sorted() == [1, 2])
+        #expect(Set(started.map(\.connection)) == [0, 1])
+        #expect(Set(started.flatMap { $0.parts.map(\.batch.partition) }) == [p0, p1, p2])
+    }
+
     @Test func aFencedPartDropsOnlyItsOwnPartition() {
         let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
         _ = table.assigned([p0, p1])
