@@ -5,15 +5,14 @@ import OncePostgres
 ///
 /// For the batches of one or more partitions, in one transaction: move each partition's stored
 /// position (only under the claiming generation and from where its batch starts: the zombie
-/// fence), claim each event id
-/// in `processed_messages` (ids already there are redeliveries and are skipped), run the handlers
-/// on the new events in offset order, record outcomes other than `applied`, write dead letters
-/// with their outbox rows, run what handlers left for the end (writes to rows that other
-/// partitions' transactions wait for, so they stay locked only until the commit right after),
-/// and NOTIFY the relay. A handler that fails for good on some record
+/// fence), claim each event id in `processed_messages` (ids already there are redeliveries and
+/// are skipped), run the handlers on the new events in offset order, record outcomes other than
+/// `applied`, write dead letters with their outbox rows, run what handlers left for the end
+/// (writes to rows that other partitions' transactions wait for, so they stay locked only until
+/// the commit right after), and NOTIFY the relay. A handler that fails for good on some record
 /// makes the batch run again with that handler's runs bisected under savepoints, so only the
 /// failing record is dead-lettered. Blocking: runs on a database thread. Transient
-/// `PostgresError`s propagate for the caller to retry; `BatchFenced` means the partition moved on.
+/// `PostgresError`s propagate for the caller to retry; `BatchFenced` means a partition moved on.
 ///
 /// Replays and dead-letter retries run this same transaction with `Options`: a dry run rolls
 /// it back at the end instead of committing; a retry releases the dead letter's claim before
