@@ -8,6 +8,20 @@ import Testing
     let p0 = TopicPartition("in", 0)
     let p1 = TopicPartition("in", 1)
 
+    /// A table whose partitions are assigned, claimed at offset 0 under `generations` and sought.
+    func claimedTable(
+        connections: Int, maxBatch: Int, pauseAbove: Int = 100, _ generations: [TopicPartition: Int64]
+    ) -> PartitionTable {
+        let table = PartitionTable(connections: connections, maxBatch: maxBatch, pauseAbove: pauseAbove)
+        let partitions = generations.keys.sorted { $0.partition < $1.partition }
+        _ = table.assigned(partitions)
+        for partition in partitions {
+            table.claimed(partition, fence: PartitionFence(generation: generations[partition]!, nextOffset: 0))
+        }
+        table.seeksDone(partitions)
+        return table
+    }
+
     func records(_ partition: TopicPartition, _ offsets: Range<Int64>) -> [KafkaRecord] {
         offsets.map { KafkaRecord(topic: partition.topic, partition: partition.partition, offset: $0, key: nil, value: []) }
     }
@@ -49,11 +63,7 @@ import Testing
     }
 
     @Test func aSessionTakesTheWaitingPartitionsUpToTheBatchSize() {
-        let table = PartitionTable(connections: 1, maxBatch: 4, pauseAbove: 100)
-        _ = table.assigned([p0, p1])
-        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
-        table.claimed(p1, fence: PartitionFence(generation: 7, nextOffset: 0))
-        table.seeksDone([p0, p1])
+        let table = claimedTable(connections: 1, maxBatch: 4, [p0: 1, p1: 7])
         // One transaction for both partitions: all 3 records of the first in line, one of the other.
         let started = table.ingest(records(p0, 0..<3) + records(p1, 0..<3))
         #expect(started.count == 1)
@@ -72,11 +82,8 @@ import Testing
     }
 
     @Test func waitingPartitionsAreSharedOutAmongTheFreeSessions() {
-        let table = PartitionTable(connections: 2, maxBatch: 100, pauseAbove: 1000)
         let p2 = TopicPartition("in", 2)
-        _ = table.assigned([p0, p1, p2])
-        for partition in [p0, p1, p2] { table.claimed(partition, fence: PartitionFence(generation: 1, nextOffset: 0)) }
-        table.seeksDone([p0, p1, p2])
+        let table = claimedTable(connections: 2, maxBatch: 100, [p0: 1, p1: 1, p2: 1])
         // Three partitions, two free sessions: two and one, both sessions at work.
         let started = table.ingest(records(p0, 0..<2) + records(p1, 0..<2) + records(p2, 0..<2))
         #expect(started.map(\.parts.count).sorted() == [1, 2])
@@ -85,11 +92,7 @@ import Testing
     }
 
     @Test func aFencedPartDropsOnlyItsOwnPartition() {
-        let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
-        _ = table.assigned([p0, p1])
-        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
-        table.claimed(p1, fence: PartitionFence(generation: 1, nextOffset: 0))
-        table.seeksDone([p0, p1])
+        let table = claimedTable(connections: 1, maxBatch: 10, [p0: 1, p1: 1])
         let started = table.ingest(records(p0, 0..<3) + records(p1, 0..<3))
         #expect(started.count == 1 && started[0].parts.count == 2)
         let ends: [PartitionTable.BatchEnd] = started[0].parts.map { $0.batch.partition == p0 ? .fenced : .committed(nextOffset: 3) }
