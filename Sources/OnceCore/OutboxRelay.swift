@@ -93,20 +93,14 @@ public final class OutboxRelay: Sendable {
         let floorBefore = position.floor
         let read = try await Self.read(position.readRanges, limit: batchSize, session: session)
         let rows = read.rows
-        guard !rows.isEmpty else {
-            position.advance(published: [], examinedBelow: .max, horizon: read.horizon)
-            let floor = position.floor
-            if floor > floorBefore { try await session.withConnection { db in try Self.record(floor: floor, on: db) } }
-            return 0
-        }
-        let results = try await producer.send(rows.map(\.record))
+        let results = rows.isEmpty ? [] : try await producer.send(rows.map(\.record))
         // Mark the acknowledged prefix: a later row of the same key must not overtake a failed one.
         let acknowledged = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0.id)
         if acknowledged.count < rows.count, case .failure(let error) = results[acknowledged.count] {
             logger.warning("publishing outbox row \(rows[acknowledged.count].id) failed: \(error)")
         }
         // What this round has settled: every id below `examined` in the read ranges (all of them
-        // when the read came back short and every row went out).
+        // when the read came back short, or empty, and every row went out).
         let examined: Int64 =
             acknowledged.count < rows.count ? rows[acknowledged.count].id
             : rows.count < batchSize ? .max : rows[rows.count - 1].id + 1
@@ -122,7 +116,7 @@ public final class OutboxRelay: Sendable {
                 if floor > floorBefore { try Self.record(floor: floor, on: db) }
             }
         }
-        guard !acknowledged.isEmpty else { throw RelayStalled(rowID: rows[0].id) }
+        guard !acknowledged.isEmpty || rows.isEmpty else { throw RelayStalled(rowID: rows[0].id) }
         return acknowledged.count
     }
 
