@@ -36,11 +36,12 @@ public struct PermanentHandlerError: Error, Sendable, CustomStringConvertible {
 ///
 /// `decode` runs before any transaction, on the cooperative pool: it validates `data` and
 /// builds the command (throw `EnvelopeError` with reason `invalidData` naming the field).
-/// `apply` runs inside the batch transaction on a database thread, with the new events of one
-/// partition in offset order; it writes effects guarded by business-key unique constraints and
-/// returns one outcome per input (`applied`, `duplicate` or `conflict`). It throws
-/// `PermanentHandlerError` to reject an event for good; a `PostgresError` propagates (transient
-/// ones retry the batch). Adding an event type is one handler type plus one registration line.
+/// `apply` runs inside the batch transaction on a database thread, with the new events of the
+/// batch's partitions, each partition's in offset order (`HandlerInput` says which partition);
+/// it writes effects guarded by business-key unique constraints and returns one outcome per
+/// input (`applied`, `duplicate` or `conflict`). It throws `PermanentHandlerError` to reject an
+/// event for good; a `PostgresError` propagates (transient ones retry the batch). Adding an event
+/// type is one handler type plus one registration line.
 public protocol EventHandler: Sendable {
     associatedtype Command: Sendable
     /// The envelope `type` this handler takes, e.g. `batch.completed`.

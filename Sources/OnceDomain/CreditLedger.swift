@@ -40,9 +40,9 @@ public struct CreditPosting: CommandSharedAcrossTypes, Hashable {
 /// Posts charges and grants exactly once per (tenant, kind, business key), keeping every
 /// account's balance equal to the sum of its ledger amounts.
 ///
-/// A handler call's postings (one partition's consecutive charges and grants, in offset order)
-/// take two round trips when they are all new, and up to four when some business keys were
-/// seen:
+/// A handler call's postings (consecutive charges and grants of the batch, each partition's in
+/// offset order) take two round trips when they are all new, and up to four when some business
+/// keys were seen:
 ///
 /// 1. one statement creates the accounts that do not exist yet (balance 0) and inserts the
 ///    ledger rows of the first posting of each business key (`ON CONFLICT DO NOTHING
