@@ -71,6 +71,9 @@ extension Domain {
 /// The bytes are those `OutboundEvent.outboxMessage` gives with the value in place.
 struct PendingBalanceEvent {
     private static let placeholder = Int64.min
+    /// Inside a JSON string a quote is escaped, so `"balance_after":` marks the member itself.
+    private static let member = Array("\"balance_after\":".utf8)
+    private static let needle = member + Array(String(placeholder).utf8)
     private var template: OutboxMessage
     /// Where the placeholder's digits are in the template's payload.
     private var hole: Range<Int> = 0..<0
@@ -81,9 +84,7 @@ struct PendingBalanceEvent {
         var withPlaceholder = event
         withPlaceholder.data["balance_after"] = .integer(Self.placeholder)
         template = withPlaceholder.outboxMessage
-        // Inside a JSON string a quote is escaped, so `"balance_after":` marks the member itself.
-        let member = Array("\"balance_after\":".utf8)
-        let needle = member + Array(String(Self.placeholder).utf8)
+        let (member, needle) = (Self.member, Self.needle)
         let payload = template.payload ?? []
         if payload.count >= needle.count,
             let start = (0...(payload.count - needle.count)).first(where: {
