@@ -81,40 +81,60 @@ struct BatchTransaction {
             // (retry) The dead letter gives up its claim, so that its record counts as new again.
             try options.retrying?.releaseClaim(of: records, group: group, on: tx)
 
-            // 2. Dedup: the first record of each id in the batch, claimed in processed_messages.
-            //    Ids already there are filtered out by an index-only probe per id before the
-            //    insert: a redelivery or a replay then costs a lookup, not a refused insert (a
-            //    storm of them runs about twice as fast); the conflict clause still settles
-            //    races. OFFSET 0 keeps the probe per id: as a join, the planner may hash the
-            //    group's whole history instead.
-            //    Each claimed row's ctid comes back, so that step 4 finds it without a lookup.
-            var seen = Set<String>()
-            let candidates = records.filter { seen.insert($0.eventID).inserted }
+            // 2. Dedup: the first record of each (tenant, id) in the batch, claimed in
+            //    processed_messages, in the time partition of its own `occurred_at` (clamped
+            //    to the partitions that exist; `TimePartitions`): every copy of a record lands
+            //    in the same partition, whose unique index decides. New ids are filtered by an
+            //    index-only probe of that one partition before the insert (a redelivery or a
+            //    replay then costs a lookup, not a refused insert: about twice as fast in a
+            //    storm of them), and of the pre-upgrade history while it is inside the window
+            //    (the legacy partition, keyed by id alone; pruned away, it costs nothing); the
+            //    conflict clause still settles races. OFFSET 0 keeps each probe per id: as a
+            //    join, the planner may hash the group's whole history instead.
+            //    Each claimed row's bucket and ctid come back, so that step 4 finds it without
+            //    a lookup.
+            var seen = Set<ClaimKey>()
+            let candidates = records.filter { seen.insert($0.claimKey).inserted }
             let claimed = Dictionary(uniqueKeysWithValues: try tx.query(
                 prepared: "once_claim",
                 """
                 INSERT INTO processed_messages
-                    (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome)
-                SELECT $1, e.id, e.topic, e.partition::integer, e.off, e.type, e.tenant, e.outcome
-                FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[])
-                    AS e(topic, partition, id, off, type, tenant, outcome)
+                    (consumer_group, tenant_id, event_id, bucket, topic, partition, kafka_offset, event_type, outcome)
+                SELECT $1, e.tenant, e.id, e.bucket, e.topic, e.partition::integer, e.off, e.type, e.outcome
+                FROM (
+                    SELECT u.*, \(TimePartitions.claimBucket(at: "'epoch'::timestamptz + u.at * interval '1 microsecond'", window: "w")) AS bucket
+                    FROM once_partitioning w,
+                         unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+                             AS u(topic, partition, id, off, type, tenant, outcome, at)
+                ) e
                 WHERE NOT EXISTS (
-                    SELECT 1 FROM processed_messages d WHERE d.consumer_group = $1 AND d.event_id = e.id OFFSET 0)
-                ON CONFLICT (consumer_group, event_id) DO NOTHING
-                RETURNING event_id, ctid::text
+                        SELECT 1 FROM processed_messages d
+                        WHERE d.bucket = e.bucket AND d.consumer_group = $1 AND d.tenant_id = e.tenant AND d.event_id = e.id
+                        OFFSET 0)
+                  AND NOT EXISTS (
+                        SELECT 1 FROM processed_messages l
+                        WHERE l.bucket = '-infinity' AND l.consumer_group = $1 AND l.event_id = e.id
+                          AND (l.tenant_id = e.tenant OR l.tenant_id IS NULL)
+                        OFFSET 0)
+                ON CONFLICT DO NOTHING
+                RETURNING tenant_id, event_id, bucket::text, ctid::text
                 """,
                 [.text(group), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
                  .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
-                 .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.tenantID)),
-                 .textArray(candidates.map(\.provisionalOutcome.rawValue))]
-            ).map { (try $0.decode(String.self, column: 0), try $0.decode(String.self, column: 1)) })
-            let new = candidates.filter { claimed[$0.eventID] != nil }
+                 .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.claimTenant)),
+                 .textArray(candidates.map(\.provisionalOutcome.rawValue)),
+                 .int64Array(candidates.map(\.claimTimeMicroseconds))]
+            ).map {
+                (ClaimKey(tenantID: try $0.decode(String.self, column: 0), eventID: try $0.decode(String.self, column: 1)),
+                 ClaimedRow(bucket: try $0.decode(String.self, column: 2), ctid: try $0.decode(String.self, column: 3)))
+            })
+            let new = candidates.filter { claimed[$0.claimKey] != nil }
 
             // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
             let outbox = OutboxWriter()
             let finale = TransactionFinale(runsAtOnce: isolating)
             let context = HandlerContext(connection: tx, consumerGroup: group, outbox: outbox, finale: finale)
-            var outcomes: [(String, EventOutcome)] = []
+            var outcomes: [(ClaimKey, EventOutcome)] = []
             let rejected = new.compactMap(DeadLetter.init(invalid:))
             var deadLetters = rejected
             for run in new.eventRuns() {
@@ -122,17 +142,21 @@ struct BatchTransaction {
                 if isolating {
                     try applyIsolating(run, apply, context, &outcomes, &deadLetters)
                 } else {
-                    outcomes += zip(run.map(\.envelope.eventID), try asHandlerFailure { try apply(run, context) })
+                    outcomes += zip(run.map(\.claimKey), try asHandlerFailure { try apply(run, context) })
                 }
             }
 
-            // 4. Outcomes other than the provisional `applied`, one statement per outcome, by the
-            //    rows' ctids (stable: no other transaction sees these rows before the commit).
-            let changed = Dictionary(grouping: outcomes.filter { $0.1 != .applied }, by: \.1)
-            for (outcome, rows) in changed.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            // 4. Outcomes other than the provisional `applied`, one statement per outcome and
+            //    partition, by the rows' ctids (stable: no other transaction sees these rows
+            //    before the commit; the bucket prunes the statement to that one partition).
+            let changed = Dictionary(grouping: outcomes.filter { $0.1 != .applied }) {
+                OutcomeUpdate(outcome: $0.1, bucket: claimed[$0.0]!.bucket)
+            }
+            for (update, rows) in changed.sorted(by: { ($0.key.outcome.rawValue, $0.key.bucket) < ($1.key.outcome.rawValue, $1.key.bucket) }) {
                 try tx.query(
-                    prepared: "once_outcome", "UPDATE processed_messages SET outcome = $1 WHERE ctid = ANY($2::text[]::tid[])",
-                    [.text(outcome.rawValue), .textArray(rows.map { claimed[$0.0] })])
+                    prepared: "once_outcome",
+                    "UPDATE processed_messages SET outcome = $1 WHERE bucket = $2::timestamptz AND ctid = ANY($3::text[]::tid[])",
+                    [.text(update.outcome.rawValue), .text(update.bucket), .textArray(rows.map { claimed[$0.0]!.ctid })])
             }
 
             // 5. Dead letters, each with its record on the dead-letter topic (a retried one
@@ -163,15 +187,15 @@ struct BatchTransaction {
     /// and tries each, down to the single record that fails, which becomes a dead letter.
     private func applyIsolating(
         _ run: [DecodedEvent], _ apply: ([DecodedEvent], HandlerContext) throws -> [EventOutcome],
-        _ context: HandlerContext, _ outcomes: inout [(String, EventOutcome)], _ deadLetters: inout [DeadLetter]
+        _ context: HandlerContext, _ outcomes: inout [(ClaimKey, EventOutcome)], _ deadLetters: inout [DeadLetter]
     ) throws {
         do {
             let applied = try context.connection.savepoint("once_isolate") { _ in try asHandlerFailure { try apply(run, context) } }
-            outcomes += zip(run.map(\.envelope.eventID), applied)
+            outcomes += zip(run.map(\.claimKey), applied)
         } catch let failure as HandlerFailure {
             guard run.count > 1 else {
                 deadLetters.append(DeadLetter(failed: run[0], reason: failure.description))
-                outcomes.append((run[0].envelope.eventID, .deadLettered))
+                outcomes.append((run[0].claimKey, .deadLettered))
                 return
             }
             let middle = run.count / 2
@@ -179,6 +203,18 @@ struct BatchTransaction {
             try applyIsolating(Array(run[middle...]), apply, context, &outcomes, &deadLetters)
         }
     }
+}
+
+/// A claimed `processed_messages` row: its partition's bucket (as text) and its place there.
+private struct ClaimedRow {
+    var bucket: String
+    var ctid: String
+}
+
+/// One outcome update statement's scope.
+private struct OutcomeUpdate: Hashable {
+    var outcome: EventOutcome
+    var bucket: String
 }
 
 /// Where a partition's owner believes the stored position is, and under which claim.

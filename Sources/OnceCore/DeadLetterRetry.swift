@@ -145,10 +145,15 @@ struct RetriedDeadLetter: Sendable {
             "SELECT 1 FROM dead_letters WHERE id = $1 AND consumer_group = $2 AND resolved_at IS NULL FOR UPDATE",
             [.int64(id), .text(group)])
         guard !unresolved.isEmpty else { throw DeadLetterSettledMeanwhile() }
-        guard records.first?.eventID == eventID else { return }
+        guard let record = records.first, record.eventID == eventID else { return }
+        // Its tenant's claim in whichever partition it fell (or the pre-upgrade one, which
+        // kept no tenant for a rejected record).
         try tx.execute(
-            "DELETE FROM processed_messages WHERE consumer_group = $1 AND event_id = $2 AND outcome = 'dead_lettered'",
-            [.text(group), .text(eventID)])
+            """
+            DELETE FROM processed_messages
+            WHERE consumer_group = $1 AND event_id = $2 AND (tenant_id = $3 OR tenant_id IS NULL) AND outcome = 'dead_lettered'
+            """,
+            [.text(group), .text(eventID), .text(record.claimTenant)])
     }
 
     /// Resolves the dead letter, or records why it failed again.
@@ -162,7 +167,11 @@ struct RetriedDeadLetter: Sendable {
                 [.int64(id), .text(letter.reason.rawValue), .text(letter.message), .text(letter.eventID)])
         } else {
             try tx.execute(
-                "UPDATE dead_letters SET resolved_at = now(), retries = retries + 1 WHERE id = $1", [.int64(id)])
+                """
+                UPDATE dead_letters SET resolved_at = now(), retries = retries + 1,
+                    bucket = (SELECT \(TimePartitions.claimBucket(at: "now()", window: "w")) FROM once_partitioning w)
+                WHERE id = $1
+                """, [.int64(id)])
         }
     }
 }

@@ -54,6 +54,10 @@ public struct Migrator: Sendable {
                     [.int(migration.version), .text(migration.name)])
                 now.append(migration.version)
             }
+            // Partitions ahead of need, so that no write fails for a missing one (`TimePartitions`).
+            if try tx.query("SELECT to_regproc('once_ensure_partitions') IS NOT NULL")[0].decode(Bool.self, column: 0) {
+                try TimePartitions.ensure(on: tx)
+            }
             return now
         }
     }
@@ -169,5 +173,6 @@ extension Migration {
                 "ALTER TABLE outbox SET (fillfactor = 50)",
             ]
         ),
+        Migration(version: 4, name: "dedup per tenant; time partitions for retention", statements: TimePartitions.migration),
     ]
 }

@@ -2,8 +2,10 @@ import OncePostgres
 
 /// An event to publish after the transaction that produced it commits.
 ///
-/// (`tenantID`, `eventType`, `aggregateID`) is its business key: writing the same key twice keeps
-/// the first row, so a replay cannot publish a second, different event for it.
+/// (`tenantID`, `eventType`, `aggregateID`) is its business key: writing the same key twice in
+/// one time partition of the outbox keeps the first row. Across partitions it is the handlers'
+/// own business keys (ledger, device results, jobs: never pruned) that stop a second event,
+/// since a handler writes an outbox row only for an effect it has just made.
 public struct OutboxMessage: Sendable, Hashable {
     public var tenantID: String
     public var eventType: String
@@ -64,8 +66,9 @@ final class OutboxWriter {
         try connection.query(
             prepared: "once_outbox",
             """
-            INSERT INTO outbox (tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
-            SELECT m.tenant_id, m.event_type, m.aggregate_id, m.topic, m.message_key,
+            INSERT INTO outbox (bucket, tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
+            SELECT (SELECT \(TimePartitions.claimBucket(at: "now()", window: "w")) FROM once_partitioning w),
+                   m.tenant_id, m.event_type, m.aggregate_id, m.topic, m.message_key,
                    substring($6::bytea FROM m.payload_start::integer FOR m.payload_length::integer),
                    convert_from(
                        substring($6::bytea FROM m.headers_start::integer FOR m.headers_length::integer), 'UTF8')::jsonb
@@ -74,7 +77,7 @@ final class OutboxWriter {
                 AS m(tenant_id, event_type, aggregate_id, topic, message_key,
                      payload_start, payload_length, headers_start, headers_length, n)
             ORDER BY m.n
-            ON CONFLICT (tenant_id, event_type, aggregate_id) DO NOTHING
+            ON CONFLICT DO NOTHING
             """,
             [
                 .textArray(messages.map(\.tenantID)), .textArray(messages.map(\.eventType)),

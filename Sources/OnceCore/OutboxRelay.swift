@@ -95,7 +95,8 @@ public final class OutboxRelay: Sendable {
         let rows = read.rows
         let results = rows.isEmpty ? [] : try await producer.send(rows.map(\.record))
         // Mark the acknowledged prefix: a later row of the same key must not overtake a failed one.
-        let acknowledged = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0.id)
+        let acknowledgedRows = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0)
+        let acknowledged = acknowledgedRows.map(\.id)
         if acknowledged.count < rows.count, case .failure(let error) = results[acknowledged.count] {
             logger.warning("publishing outbox row \(rows[acknowledged.count].id) failed: \(error)")
         }
@@ -109,9 +110,11 @@ public final class OutboxRelay: Sendable {
         if !acknowledged.isEmpty || floor > floorBefore {
             try await session.withConnection { db in
                 if !acknowledged.isEmpty {
+                    // The rows' buckets prune the update to their partitions (usually one).
                     try db.query(
-                        prepared: "once_relay_mark", "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                        [.int64Array(acknowledged)])
+                        prepared: "once_relay_mark",
+                        "UPDATE outbox SET published_at = now() WHERE bucket = ANY($2::text[]::timestamptz[]) AND id = ANY($1::bigint[])",
+                        [.int64Array(acknowledged), .textArray(Array(Set(acknowledgedRows.map(\.bucket))))])
                 }
                 if floor > floorBefore { try Self.record(floor: floor, on: db) }
             }
@@ -132,11 +135,12 @@ public final class OutboxRelay: Sendable {
                         SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
                                pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
                     )
-                    SELECT h.oldest_running, h.next_xid, o.id, o.topic, o.message_key, o.payload, o.headers::text
+                    SELECT h.oldest_running, h.next_xid, o.id, o.topic, o.message_key, o.payload, o.headers::text,
+                           o.bucket::text
                     FROM horizon h LEFT JOIN LATERAL (
                         SELECT x.* FROM unnest($1::bigint[], $2::bigint[]) AS r(low, high)
                         CROSS JOIN LATERAL (
-                            SELECT id, topic, message_key, payload, headers FROM outbox
+                            SELECT id, topic, message_key, payload, headers, bucket FROM outbox
                             WHERE id >= r.low AND id < r.high AND published_at IS NULL ORDER BY id LIMIT $3
                         ) x
                         ORDER BY x.id LIMIT $3
@@ -270,7 +274,7 @@ struct OutboxRead {
         rows = try result.compactMap { row in
             guard let id = try row.decode(Int64?.self, column: 2) else { return nil }  // no row: the horizon alone
             return OutboxRow(
-                id: id,
+                id: id, bucket: try row.decode(String.self, column: 7),
                 record: KafkaOutgoingRecord(
                     topic: try row.decode(String.self, column: 3),
                     key: try row.decode(String?.self, column: 4).map { Array($0.utf8) },
@@ -282,6 +286,8 @@ struct OutboxRead {
 
 struct OutboxRow: Sendable {
     var id: Int64
+    /// Its partition's bucket, as text.
+    var bucket: String
     var record: KafkaOutgoingRecord
 }
 

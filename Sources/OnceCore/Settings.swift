@@ -4,15 +4,18 @@ import Foundation
 /// variables, then an optional config file (flags win over the environment over the file).
 ///
 /// The file has one `key = value` per line (`#` starts a comment): `database_url`, `brokers`,
-/// `group_id`, `topics` (comma-separated), and `kafka.<property>` for any librdkafka property.
-/// The environment has `ONCE_DATABASE_URL`, `ONCE_KAFKA_BROKERS`, `ONCE_GROUP_ID`, `ONCE_TOPICS`,
-/// `ONCE_CONFIG` (the file) and `ONCE_KAFKA_PROPERTIES` (`name=value,name=value`).
+/// `group_id`, `topics` (comma-separated), `retention` (`Retention`), and `kafka.<property>` for
+/// any librdkafka property. The environment has `ONCE_DATABASE_URL`, `ONCE_KAFKA_BROKERS`,
+/// `ONCE_GROUP_ID`, `ONCE_TOPICS`, `ONCE_RETENTION`, `ONCE_CONFIG` (the file) and
+/// `ONCE_KAFKA_PROPERTIES` (`name=value,name=value`).
 public struct Settings: Sendable, Hashable {
     public var databaseURL: String?
     public var brokers: String?
     public var groupID = "once"
     public var topics = ["completion-events", "batch-action-events", "job-events"]
     public var kafkaProperties: [String: String] = [:]
+    /// How long processed ids, published outbox rows and resolved dead letters are kept.
+    public var retention = Retention.default
 
     /// Values given on the command line; nil where a flag was not given.
     public struct Flags: Sendable, Hashable {
@@ -22,6 +25,7 @@ public struct Settings: Sendable, Hashable {
         public var topics: String?
         public var configFile: String?
         public var kafkaProperties: [String] = []
+        public var retention: String?
         public init() {}
     }
 
@@ -50,6 +54,7 @@ public struct Settings: Sendable, Hashable {
         if let value = environment["ONCE_KAFKA_BROKERS"] { settings.brokers = value }
         if let value = environment["ONCE_GROUP_ID"] { try settings.apply(key: "group_id", value: value, origin: "ONCE_GROUP_ID") }
         if let value = environment["ONCE_TOPICS"] { try settings.apply(key: "topics", value: value, origin: "ONCE_TOPICS") }
+        if let value = environment["ONCE_RETENTION"] { try settings.apply(key: "retention", value: value, origin: "ONCE_RETENTION") }
         if let value = environment["ONCE_KAFKA_PROPERTIES"] {
             for item in value.split(separator: ",") {
                 guard let (name, propertyValue) = pair(String(item), separator: "=") else {
@@ -62,6 +67,7 @@ public struct Settings: Sendable, Hashable {
         if let value = flags.brokers { settings.brokers = value }
         if let value = flags.groupID { try settings.apply(key: "group_id", value: value, origin: "--group") }
         if let value = flags.topics { try settings.apply(key: "topics", value: value, origin: "--topics") }
+        if let value = flags.retention { try settings.apply(key: "retention", value: value, origin: "--retention") }
         for item in flags.kafkaProperties {
             guard let (name, value) = pair(item, separator: "=") else {
                 throw SettingsError("--kafka-property: expected name=value, got `\(item)`")
@@ -82,6 +88,11 @@ public struct Settings: Sendable, Hashable {
             let list = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             guard !list.isEmpty else { throw SettingsError("\(origin): no topics given") }
             topics = list
+        case "retention":
+            guard let parsed = Retention(value) else {
+                throw SettingsError("\(origin): `\(value)` is not a retention window: write 7d, 36h, 90m, P7D, PT12H or never")
+            }
+            retention = parsed
         case _ where key.hasPrefix("kafka.") && key.count > 6:
             kafkaProperties[String(key.dropFirst(6))] = value
         default:

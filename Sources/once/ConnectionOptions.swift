@@ -26,8 +26,9 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "trace, debug, info, notice, warning, error or critical (env ONCE_LOG_LEVEL).")
     var logLevel: String?
 
-    func settings() throws -> Settings {
+    func settings(retention: String? = nil) throws -> Settings {
         var flags = Settings.Flags()
+        flags.retention = retention
         flags.databaseURL = databaseURL
         flags.brokers = brokers
         flags.groupID = groupID

@@ -167,6 +167,7 @@ struct DeadLetters: AsyncParsableCommand {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
+            try await ensurePartitions(database)
             var registry = HandlerRegistry()
             Domain.register(into: &registry)
             let retry = DeadLetterRetry(consumerGroup: settings.groupID, registry: registry)

@@ -32,3 +32,15 @@ func connectDatabase(_ url: String, logger: Logger) async throws -> PostgresClie
         throw CommandFailure(oneLine("cannot reach the database: \(error)"))
     }
 }
+
+/// Creates the time partitions a command is about to write to (a no-op when they exist), or
+/// fails with one line when the schema predates them.
+func ensurePartitions(_ client: PostgresClient) async throws {
+    do {
+        try await client.withConnection { db in try TimePartitions.ensure(on: db) }
+    } catch let error as PostgresError where error.sqlState == "42P01" || error.sqlState == "42883" {
+        throw CommandFailure(oneLine("the database schema is older than this once (\(error.message)); run `once migrate` first"))
+    } catch {
+        throw CommandFailure(oneLine("cannot prepare the time partitions: \(error)"))
+    }
+}

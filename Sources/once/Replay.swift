@@ -63,6 +63,7 @@ struct Replay: AsyncParsableCommand {
 
         try await OperatorChecks.checkPartition(source, settings: settings, logger: kafkaLogger)
         let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
+        if !dryRun { try await ensurePartitions(database) }
         let reader: PartitionReader
         do {
             reader = try await PartitionReader(

@@ -21,6 +21,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The most records in one batch transaction.")
     var maxBatch: Int = 2000
 
+    @Option(help: "Keep processed ids, published outbox rows and resolved dead letters this long, then drop their partitions: 7d, 36h, P7D, never (env ONCE_RETENTION; default 7d).")
+    var retention: String?
+
     func validate() throws {
         if let untilIdle, untilIdle < 0 { throw ValidationError("--until-idle must be zero or more seconds") }
         guard (1...64).contains(connections) else { throw ValidationError("--connections must be from 1 to 64") }
@@ -28,7 +31,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let settings = try connection.settings()
+        let settings = try connection.settings(retention: retention)
         let logger = try connection.makeLogger()
         var configuration = PipelineConfiguration(databaseURL: try settings.requireDatabaseURL(), brokers: try settings.requireBrokers())
         configuration.consumerGroup = settings.groupID
@@ -40,6 +43,8 @@ struct Run: AsyncParsableCommand {
         // Fail fast, with one line, when a service is unreachable or a topic is missing.
         let control = try await connectDatabase(configuration.databaseURL, logger: logger)
         try await checkTopics(configuration, logger: logger)
+        // The partitions this run writes to, before anything is written.
+        try await ensurePartitions(control)
 
         var registry = HandlerRegistry()
         Domain.register(into: &registry)
@@ -60,6 +65,12 @@ struct Run: AsyncParsableCommand {
                         successTerminationBehavior: .gracefullyShutdownGroup,
                         failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: RelayService(relay: relay), failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(
+                        service: MaintenanceService(
+                            maintenance: PartitionMaintenance(
+                                databaseURL: configuration.databaseURL, retention: settings.retention,
+                                logger: Logger(label: "once.retention"))),
+                        failureTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
@@ -96,6 +107,19 @@ struct PipelineService: Service {
             try await pipeline.run(untilIdle: untilIdle, isQuiet: isQuiet)
         } onGracefulShutdown: {
             pipeline.stop()
+        }
+    }
+}
+
+/// Partitions created ahead and pruned past the window, as a service.
+struct MaintenanceService: Service {
+    let maintenance: PartitionMaintenance
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await maintenance.run()
+        } onGracefulShutdown: {
+            maintenance.stop()
         }
     }
 }

@@ -71,11 +71,21 @@ public struct EnvelopeError: Error, Sendable, Hashable, CustomStringConvertible 
     public var reason: DeadLetterReason
     public var message: String
     public var eventID: String?
+    /// The record's `tenant_id` and `occurred_at` where they are readable and valid, whatever
+    /// rule the record broke: the claim of a rejected record is keyed by its tenant and put in
+    /// its time partition like any other.
+    public var tenantID: String?
+    public var occurredAt: String?
 
-    public init(reason: DeadLetterReason, message: String, eventID: String? = nil) {
+    public init(
+        reason: DeadLetterReason, message: String, eventID: String? = nil, tenantID: String? = nil,
+        occurredAt: String? = nil
+    ) {
         self.reason = reason
         self.message = message
         self.eventID = eventID
+        self.tenantID = tenantID
+        self.occurredAt = occurredAt
     }
 
     public var description: String {
@@ -127,68 +137,69 @@ public enum EnvelopeDecoder {
             throw EnvelopeError(
                 reason: .invalidJSON, message: "record value must be a JSON object, not \(document.kindDescription)")
         }
+        // Read ahead of their turn, so that an error about an earlier field still names them.
+        var readableTenant: String?
+        if case .string(let text)? = fields["tenant_id"], isValidTenantID(text) { readableTenant = text }
+        var readableTime: String?
+        if case .string(let text)? = fields["occurred_at"], RFC3339.isValid(text) { readableTime = text }
+        func rejected(_ reason: DeadLetterReason, _ message: String, eventID: String? = nil) -> EnvelopeError {
+            EnvelopeError(reason: reason, message: message, eventID: eventID, tenantID: readableTenant, occurredAt: readableTime)
+        }
 
         // event_id
         let eventID: String
         switch fields["event_id"] {
         case nil, .null?:
-            throw EnvelopeError(reason: .missingEventID, message: "event_id is missing")
+            throw rejected(.missingEventID, "event_id is missing")
         case .string(let text)? where isValidEventID(text):
             eventID = text
         default:
-            throw EnvelopeError(
-                reason: .invalidEventID,
-                message: "event_id must be 1..\(maxEventIDLength) characters of [A-Za-z0-9._:-]")
+            throw rejected(
+                .invalidEventID, "event_id must be 1..\(maxEventIDLength) characters of [A-Za-z0-9._:-]")
         }
 
         // type
         guard case .string(let type)? = fields["type"] else {
-            throw EnvelopeError(
-                reason: .unknownType,
-                message: "type must be a string, one of \(knownTypes(supportedVersions))",
+            throw rejected(
+                .unknownType, "type must be a string, one of \(knownTypes(supportedVersions))",
                 eventID: eventID)
         }
         guard let versions = supportedVersions[type] else {
-            throw EnvelopeError(
-                reason: .unknownType,
-                message: "type \(quoted(type)) is not one of \(knownTypes(supportedVersions))",
+            throw rejected(
+                .unknownType, "type \(quoted(type)) is not one of \(knownTypes(supportedVersions))",
                 eventID: eventID)
         }
 
         // version
         let supported = { versions.sorted().map(String.init).joined(separator: ", ") }
         guard case .integer(let rawVersion)? = fields["version"], let version = Int(exactly: rawVersion) else {
-            throw EnvelopeError(
-                reason: .unsupportedVersion,
-                message: "version must be an integer; \(type) supports \(supported())",
+            throw rejected(
+                .unsupportedVersion, "version must be an integer; \(type) supports \(supported())",
                 eventID: eventID)
         }
         guard versions.contains(version) else {
-            throw EnvelopeError(
-                reason: .unsupportedVersion,
-                message: "version \(version) of \(type) is not supported; supported: \(supported())",
+            throw rejected(
+                .unsupportedVersion, "version \(version) of \(type) is not supported; supported: \(supported())",
                 eventID: eventID)
         }
 
         // tenant_id
         guard case .string(let tenantID)? = fields["tenant_id"], isValidTenantID(tenantID) else {
-            throw EnvelopeError(
-                reason: .invalidTenant,
-                message: "tenant_id must be 1..\(maxTenantIDLength) characters of [A-Za-z0-9._-]",
+            throw rejected(
+                .invalidTenant, "tenant_id must be 1..\(maxTenantIDLength) characters of [A-Za-z0-9._-]",
                 eventID: eventID)
         }
 
         // occurred_at
         guard case .string(let occurredAt)? = fields["occurred_at"], RFC3339.isValid(occurredAt) else {
-            throw EnvelopeError(
-                reason: .invalidData,
-                message: "occurred_at must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z",
+            throw rejected(
+                .invalidData, "occurred_at must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z",
                 eventID: eventID)
         }
 
         // data
         guard case .object(let data)? = fields["data"] else {
-            throw EnvelopeError(reason: .invalidData, message: "data must be a JSON object", eventID: eventID)
+            throw rejected(.invalidData, "data must be a JSON object", eventID: eventID)
         }
 
         return Envelope(

@@ -5,10 +5,10 @@
 /// Grammar and ranges are those of the envelope's `occurred_at` check (RFC 3339 §5.6, year
 /// 0001–9999, at most 9 fraction digits, second 60 allowed and counted as the next minute's
 /// first second, as PostgreSQL does).
-enum Timestamp {
+public enum Timestamp {
     /// Microseconds since 1970-01-01T00:00:00Z (fractions below a microsecond rounded half up),
     /// or nil when `text` is not an RFC 3339 date-time.
-    static func microsecondsSinceEpoch(_ text: String) -> Int64? {
+    public static func microsecondsSinceEpoch(_ text: String) -> Int64? {
         let utf8 = Array(text.utf8)
         guard utf8.count >= 20, utf8.count <= 35 else { return nil }
 
@@ -67,7 +67,7 @@ enum Timestamp {
         return seconds * 1_000_000 + micros
     }
 
-    static func isValid(_ text: String) -> Bool {
+    public static func isValid(_ text: String) -> Bool {
         microsecondsSinceEpoch(text) != nil
     }
 
