@@ -150,9 +150,11 @@ final class Harness {
             ["batch_id": .string(batch), "account_id": .string(account), "credits": .integer(credits)])
     }
 
-    func grant(_ grantID: String, account: String, credits: Int64, id: String = newEventID()) -> [UInt8] {
+    func grant(_ grantID: String, account: String, credits: Int64, id: String = newEventID(), tenant: String? = nil)
+        -> [UInt8]
+    {
         event(
-            "credits.granted", id: id,
+            "credits.granted", id: id, tenant: tenant,
             ["grant_id": .string(grantID), "account_id": .string(account), "credits": .integer(credits)])
     }
 
@@ -173,10 +175,10 @@ final class Harness {
 
     func jobRequest(
         _ requestID: String, user: String = "u-1", actionCode: Int64 = 7, actionName: String = "export",
-        customers: [String] = ["c-1", "c-2"], id: String = newEventID()
+        customers: [String] = ["c-1", "c-2"], id: String = newEventID(), tenant: String? = nil
     ) -> [UInt8] {
         event(
-            "job.requested", id: id,
+            "job.requested", id: id, tenant: tenant,
             [
                 "request_id": .string(requestID),
                 "user_id": .string(user),
@@ -198,11 +200,12 @@ final class Harness {
         try #require(db.query(sql, parameters).first).decode(Int64.self, column: 0)
     }
 
-    /// The outcome `processed_messages` recorded for an event id.
-    func outcome(of eventID: String) throws -> String? {
+    /// The outcome `processed_messages` recorded for an event id (of this test's tenant unless
+    /// another is named).
+    func outcome(of eventID: String, tenant: String? = nil) throws -> String? {
         try db.query(
-            "SELECT outcome FROM processed_messages WHERE consumer_group = $1 AND event_id = $2",
-            [.text(Self.consumerGroup), .text(eventID)]
+            "SELECT outcome FROM processed_messages WHERE consumer_group = $1 AND tenant_id = $2 AND event_id = $3",
+            [.text(Self.consumerGroup), .text(tenant ?? self.tenant), .text(eventID)]
         ).first?.decode(String.self, column: 0)
     }
 
@@ -309,8 +312,8 @@ final class Harness {
             WHERE j.request_id IS NULL OR o.id IS NULL
             """)
         try none(
-            "no event id is processed twice",
-            "SELECT consumer_group, event_id FROM processed_messages GROUP BY 1, 2 HAVING count(*) > 1")
+            "no event id is processed twice in a tenant",
+            "SELECT consumer_group, tenant_id, event_id FROM processed_messages GROUP BY 1, 2, 3 HAVING count(*) > 1")
     }
 }
 
