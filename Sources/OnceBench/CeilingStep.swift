@@ -118,11 +118,12 @@ enum CeilingStep {
                 try tx.execute(
                     """
                     INSERT INTO processed_messages
-                        (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome)
+                        (consumer_group, event_id, topic, partition, kafka_offset, event_type, tenant_id, outcome, bucket)
                     SELECT 'ceiling', 'ceiling-e' || i, 'ceiling', $3, i,
                            CASE WHEN i % 4 = 3 THEN 'credits.granted' ELSE 'batch.completed' END, 'bench',
-                           CASE WHEN i % 5 = 4 THEN 'duplicate' ELSE 'applied' END
-                    FROM generate_series($1::bigint, $2::bigint) AS i
+                           CASE WHEN i % 5 = 4 THEN 'duplicate' ELSE 'applied' END, w.bucket
+                    FROM generate_series($1::bigint, $2::bigint) AS i,
+                         (SELECT least(date_bin(width, now(), 'epoch'), newest) AS bucket FROM once_partitioning) AS w
                     """, [.int64(processed.lowerBound), .int64(processed.upperBound - 1), .int(session)])
                 // Accounts first (the ledger's foreign key needs them), by the sum of the chunk's amounts.
                 try tx.execute(
@@ -145,8 +146,9 @@ enum CeilingStep {
                     """, ledgerBounds)
                 try tx.execute(
                     """
-                    INSERT INTO outbox (tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
-                    SELECT 'bench', k.type, k.key, 'credit-ledger', k.account,
+                    INSERT INTO outbox (bucket, tenant_id, event_type, aggregate_id, topic, message_key, payload, headers)
+                    SELECT (SELECT least(date_bin(width, now(), 'epoch'), newest) FROM once_partitioning),
+                           'bench', k.type, k.key, 'credit-ledger', k.account,
                            convert_to(json_build_object(
                                'event_id', k.uuid, 'type', k.type, 'version', 1, 'tenant_id', 'bench',
                                'occurred_at', '2026-11-18T10:13:20.000Z',

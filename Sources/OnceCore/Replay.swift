@@ -56,6 +56,10 @@ public struct PartitionReplay: Sendable {
                 "offset \(request.from) is before the first offset still stored in \(request.partition) (\(marks.low))")
         }
         var report = ReplayReport(request: request)
+        // Records whose time falls before the oldest retained partition may have had their
+        // claims pruned: the summary says how many (their business keys still hold).
+        report.windowStart = try await database.withConnection { db in try TimePartitions.layout(on: db).oldest }
+        let windowStart = report.windowStart.map { Int64(($0.timeIntervalSince1970 * 1_000_000).rounded()) }
         var pending: [KafkaRecord] = []
         let estimatedLast = request.through ?? max(request.from, marks.high - 1)
 
@@ -78,6 +82,11 @@ public struct PartitionReplay: Sendable {
 
         func submit(_ records: [KafkaRecord]) async throws {
             let batch = processor.decode(records)
+            if let windowStart {
+                report.beforeWindow += records.filter { record in
+                    record.timestampMilliseconds.map { $0 * 1000 < windowStart } ?? false
+                }.count
+            }
             try await settle()
             let done = report
             committing = (batch, Task { try await process(batch, dryRun: request.dryRun, done: done) })
@@ -152,6 +161,11 @@ public struct ReplayReport: Sendable, Hashable {
     public var lastOffset: Int64?
     /// Outcomes per record (`duplicate` for records already processed).
     public var outcomes = ProcessReport()
+    /// The oldest retained partition's start, and how many records read were written to the
+    /// broker before it: their first claims have likely been pruned, so the replay claims them
+    /// again, and only their business keys make them duplicates.
+    public var windowStart: Date?
+    public var beforeWindow = 0
     /// It stopped at the end of the log rather than at `--to-offset`.
     public var reachedEnd = false
 

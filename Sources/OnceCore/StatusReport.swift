@@ -86,6 +86,9 @@ public struct StatusReport: Sendable, Hashable {
     /// Why the broker part is missing or incomplete; empty when the broker answered for
     /// everything.
     public var brokerNotes: [String]
+    /// The time partitions of the log tables and their interval (`TimePartitions`).
+    public var timePartitions: [TimePartitions.Partition] = []
+    public var partitionLayout: TimePartitions.Layout?
 
     public init(
         consumerGroup: String, asOf: String, partitions: [Partition] = [], outcomes: [EventOutcome: Int64] = [:],
@@ -169,9 +172,12 @@ public struct StatusReport: Sendable, Hashable {
                 deadLetters[try row.decode(String.self, column: 0)] = try row.decode(Int64.self, column: 1)
             }
 
-            return StatusReport(
+            var report = StatusReport(
                 consumerGroup: group, asOf: asOf, partitions: partitions, outcomes: outcomes, outbox: outbox,
                 deadLetters: deadLetters)
+            report.timePartitions = try TimePartitions.list(on: tx)
+            report.partitionLayout = try TimePartitions.layout(on: tx)
+            return report
         }
     }
 

@@ -355,8 +355,11 @@ public enum TimePartitions {
             floor bigint := (SELECT coalesce(max(r.floor), 1) FROM outbox_relay r);
         BEGIN
             SELECT * INTO w FROM once_partitioning;
+            -- An interval partition goes once it is past both the cutoff and the current
+            -- interval; a legacy one once the upgrade that made it is past the cutoff.
             FOR p IN SELECT * FROM once_time_partitions t
-                     WHERE t.upper <= least(cutoff, date_bin(w.width, now(), 'epoch'))
+                     WHERE t.upper <= CASE WHEN isfinite(t.lower) THEN least(cutoff, date_bin(w.width, now(), 'epoch'))
+                                           ELSE cutoff END
                      ORDER BY t.lower
             LOOP
                 doomed := to_regclass(quote_ident(p.partition)) IS NULL;

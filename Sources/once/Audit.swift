@@ -37,6 +37,8 @@ struct AuditCredits: AsyncParsableCommand {
                                         way. A redelivered event id leaves no row and
                                         is not counted. processed_messages keeps no
                                         business key, so these are not per account.
+                                        They cover the retention window only: older
+                                        claims are pruned (the ledger is never).
 
             Anomalies, each found by its own query:
               conflict               a completion or grant whose account or credits
@@ -170,6 +172,7 @@ struct AuditCredits: AsyncParsableCommand {
         tenants.append(cells("TOTAL", report.totals))
         lines.append("Tenants")
         lines += tenants.lines(indent: 2)
+        lines.append("  DUP columns count processed_messages, which keeps the retention window only; the ledger is never pruned.")
 
         lines.append("")
         if report.anomalies.isEmpty {

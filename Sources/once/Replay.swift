@@ -118,6 +118,11 @@ struct Replay: AsyncParsableCommand {
         ]
         let rows = EventOutcome.allCases.map { [$0.rawValue, String(report.outcomes[$0])] }
         lines.append(ReportTable(header: ["outcome", "records"], rows: rows).text)
+        if report.beforeWindow > 0, let start = report.windowStart {
+            lines.append(
+                "note: \(report.beforeWindow) of these records are older than the retention window (claims kept from "
+                    + "\(OperatorText.time(start))): their first claims may be pruned; their business keys still make them duplicates")
+        }
         if let through = report.request.through, report.reachedEnd, (report.lastOffset ?? -1) < through {
             lines.append("note: the log ends before --to-offset \(through)")
         }
@@ -139,6 +144,8 @@ struct Replay: AsyncParsableCommand {
             "reached_end": .bool(report.reachedEnd),
             "dry_run": .bool(report.request.dryRun),
             "records_read": .integer(Int64(report.recordsRead)),
+            "window_start": report.windowStart.map { .string(OperatorText.time($0)) } ?? .null,
+            "records_before_window": .integer(Int64(report.beforeWindow)),
             "outcomes": OperatorText.outcomes(report.outcomes),
             "dead_letters": .array(
                 report.outcomes.deadLetters.map { letter in

@@ -23,9 +23,13 @@ struct Status: AsyncParsableCommand {
               LAG    HIGH - NEXT, or HIGH - the low watermark when nothing is
                      committed; "?" when the broker does not answer
               OWNER  the member that claimed the partition last; GEN its claim
-            Then the group's processed_messages per outcome; the outbox rows not
-            yet published (the outbox serves every group) and the oldest one's
-            age; and the group's unresolved dead letters per reason.
+            Then the group's processed_messages per outcome (inside the retention
+            window: older claims have been pruned); the outbox rows not yet
+            published (the outbox serves every group) and the oldest one's age;
+            the group's unresolved dead letters per reason; and the retention
+            window (--retention or ONCE_RETENTION, default 7d): per log table its
+            time partitions (oldest, newest, estimated rows, size) and when the
+            next one leaves the window.
 
             The high watermark is what the broker reports. Tansu 0.6 reports the
             last batch's base offset + 1, exact only when the last produce
@@ -34,7 +38,8 @@ struct Status: AsyncParsableCommand {
 
             --format json prints one object (one line per report with --watch):
             consumer_group, as_of, partitions, total_lag, outcomes, outbox,
-            dead_letters, broker {complete, notes}.
+            dead_letters, retention {window, partition_width_seconds,
+            oldest_claim_bucket, next_prune, partitions}, broker {complete, notes}.
 
             --watch SECONDS prints a new report every SECONDS until Ctrl-C: on a
             terminal it replaces the last one, otherwise the reports follow each
@@ -54,6 +59,9 @@ struct Status: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Print a new report every SECONDS until Ctrl-C.", valueName: "seconds"))
     var watch: Double?
 
+    @Option(help: "The retention window the report measures against (env ONCE_RETENTION; default 7d).")
+    var retention: String?
+
     func validate() throws {
         if let watch, !(watch >= 0.2 && watch <= 86_400) {
             throw ValidationError("--watch must be from 0.2 to 86400 seconds")
@@ -61,10 +69,11 @@ struct Status: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let settings = try connection.settings()
+        let settings = try connection.settings(retention: retention)
         let logger = try connection.makeLogger()
         let url = try settings.requireDatabaseURL()
         let brokers = try settings.requireBrokers()
+        let window = settings.retention
 
         // librdkafka logs every refused connection; the report says it in one line instead,
         // unless a log level was asked for.
@@ -110,7 +119,7 @@ struct Status: AsyncParsableCommand {
             }
             await admin.close()
             await client.close()
-            print(render(report, notesInline: false))
+            print(render(report, retention: window, notesInline: false))
             if !report.isComplete {
                 printToStandardError(report.brokerNotes.joined(separator: "; "))
                 throw ExitCode(2)
@@ -124,7 +133,7 @@ struct Status: AsyncParsableCommand {
             let started = ContinuousClock.now
             let block: String
             do {
-                block = render(try await collect(), notesInline: true)
+                block = render(try await collect(), retention: window, notesInline: true)
             } catch {
                 block = format == .json ? JSONWriter.serializeString(["error": .string("\(error)")]) : "\(error)"
             }
@@ -138,16 +147,16 @@ struct Status: AsyncParsableCommand {
         }
     }
 
-    private func render(_ report: StatusReport, notesInline: Bool) -> String {
+    private func render(_ report: StatusReport, retention window: Retention, notesInline: Bool) -> String {
         switch format {
-        case .json: return JSONWriter.serializeString(Self.json(report))
-        case .table: return Self.table(report, notesInline: notesInline).joined(separator: "\n")
+        case .json: return JSONWriter.serializeString(Self.json(report, retention: window))
+        case .table: return Self.table(report, retention: window, notesInline: notesInline).joined(separator: "\n")
         }
     }
 
     // MARK: - Table
 
-    static func table(_ report: StatusReport, notesInline: Bool) -> [String] {
+    static func table(_ report: StatusReport, retention: Retention = .default, notesInline: Bool) -> [String] {
         var lines = ["Status · group \(report.consumerGroup) · \(report.asOf)", ""]
 
         if report.partitions.isEmpty {
@@ -183,7 +192,7 @@ struct Status: AsyncParsableCommand {
         for outcome in EventOutcome.allCases {
             outcomes.append([outcome.rawValue, "\(report.outcomes[outcome] ?? 0)"])
         }
-        lines.append("Outcomes (processed_messages)")
+        lines.append("Outcomes (processed_messages, inside the retention window)")
         lines += outcomes.lines(indent: 2)
 
         lines.append("")
@@ -207,6 +216,9 @@ struct Status: AsyncParsableCommand {
             lines += reasons.lines(indent: 2)
         }
 
+        lines.append("")
+        lines += retentionLines(report, retention: retention)
+
         if notesInline && !report.brokerNotes.isEmpty {
             lines.append("")
             lines += report.brokerNotes.map { "Broker: \($0)" }
@@ -217,9 +229,50 @@ struct Status: AsyncParsableCommand {
         return lines
     }
 
+    /// The retention window, the partitions per table, and the next prune.
+    static func retentionLines(_ report: StatusReport, retention: Retention) -> [String] {
+        let width = report.partitionLayout.map { " · partitions of \(Retention(window: $0.width))" } ?? ""
+        var lines = ["Retention: \(retention)\(width)"]
+        var table = ReportTable([
+            ("TABLE", .left), ("PARTITIONS", .right), ("OLDEST", .left), ("NEWEST", .left), ("ROWS≈", .right),
+            ("SIZE", .right),
+        ])
+        for name in TimePartitions.tables {
+            let partitions = report.timePartitions.filter { $0.table == name }
+            guard !partitions.isEmpty else { continue }
+            let rows = partitions.map { max(0, $0.estimatedRows) }.reduce(0, +)
+            let oldest = partitions.first { !$0.isUnresolvedDeadLetters }
+            let newest = partitions.last { !$0.isUnresolvedDeadLetters }
+            table.append([
+                name, "\(partitions.count)",
+                oldest.map { $0.isLegacy ? "legacy (before the upgrade)" : $0.lower.map(OperatorText.time) ?? "-" } ?? "-",
+                newest?.upper.map { "until " + OperatorText.time($0) } ?? "-",
+                "\(rows)", humanBytes(partitions.map(\.bytes).reduce(0, +)),
+            ])
+        }
+        lines += table.lines(indent: 2)
+        if let next = nextPrune(report, retention: retention) {
+            lines.append("  Next prune: \(next.partition) leaves the window at \(OperatorText.time(next.at))")
+        } else {
+            lines.append("  Next prune: none (\(retention.window == nil ? "retention is never" : "no partition to drop"))")
+        }
+        return lines
+    }
+
+    /// The partition that leaves the window first, and when (`once run` drops it within
+    /// minutes of that; an outbox partition with unpublished rows waits for the relay).
+    static func nextPrune(_ report: StatusReport, retention: Retention) -> (partition: String, at: Date)? {
+        guard let window = retention.window else { return nil }
+        let seconds = Double(window.components.seconds)
+        return report.timePartitions
+            .filter { !$0.isUnresolvedDeadLetters }
+            .compactMap { p in p.upper.map { (p.name, $0.addingTimeInterval(seconds)) } }
+            .min { $0.1 < $1.1 }
+    }
+
     // MARK: - JSON
 
-    static func json(_ report: StatusReport) -> JSONValue {
+    static func json(_ report: StatusReport, retention: Retention = .default) -> JSONValue {
         func optional(_ value: Int64?) -> JSONValue { value.map(JSONValue.integer) ?? .null }
         let partitions: [JSONValue] = report.partitions.map { p in
             .object([
@@ -246,6 +299,15 @@ struct Status: AsyncParsableCommand {
             "dead_letters": .object([
                 "unresolved": .integer(report.unresolvedDeadLetters),
                 "by_reason": .object(report.deadLetters.mapValues(JSONValue.integer)),
+            ]),
+            "retention": .object([
+                "window": .string(retention.description),
+                "partition_width_seconds": report.partitionLayout.map { .integer($0.width.components.seconds) } ?? .null,
+                "oldest_claim_bucket": report.partitionLayout?.oldest.map { .string(OperatorText.time($0)) } ?? .null,
+                "next_prune": nextPrune(report, retention: retention).map {
+                    .object(["partition": .string($0.partition), "at": .string(OperatorText.time($0.at))])
+                } ?? .null,
+                "partitions": .array(report.timePartitions.map(Prune.json)),
             ]),
             "broker": .object([
                 "complete": .bool(report.isComplete),
