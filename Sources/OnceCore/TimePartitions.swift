@@ -44,7 +44,8 @@ public enum TimePartitions {
         /// partition, whose `upper` is when the upgrade made it; both for unresolved dead letters).
         public var lower: Date?
         public var upper: Date?
-        /// The planner's estimate (exact after ANALYZE); -1 when never counted.
+        /// Counted when the partition is small, else the planner's estimate (-1 before the
+        /// first ANALYZE).
         public var estimatedRows: Int64
         public var bytes: Int64
 
@@ -57,7 +58,7 @@ public enum TimePartitions {
         try db.query(
             """
             SELECT p.parent, p.partition, CASE WHEN isfinite(p.lower) THEN p.lower END,
-                   CASE WHEN isfinite(p.upper) THEN p.upper END, coalesce(c.reltuples, -1)::bigint,
+                   CASE WHEN isfinite(p.upper) THEN p.upper END, once_partition_rows(p.partition),
                    coalesce(pg_total_relation_size(c.oid), 0)
             FROM once_time_partitions p LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(p.partition))
             ORDER BY array_position($1::text[], p.parent), p.lower, p.partition
@@ -90,7 +91,7 @@ public enum TimePartitions {
         try db.query(
             """
             SELECT p.parent, p.partition, CASE WHEN isfinite(p.lower) THEN p.lower END,
-                   CASE WHEN isfinite(p.upper) THEN p.upper END, coalesce(c.reltuples, -1)::bigint,
+                   CASE WHEN isfinite(p.upper) THEN p.upper END, once_partition_rows(p.partition),
                    coalesce(pg_total_relation_size(c.oid), 0)
             FROM once_prunable_partitions($1) p LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(p.partition))
             ORDER BY array_position($2::text[], p.parent), p.lower, p.partition
@@ -284,6 +285,40 @@ public enum TimePartitions {
         "CREATE INDEX dead_letters_unresolved_group ON dead_letters_unresolved (consumer_group, id)",
         "INSERT INTO once_time_partitions VALUES ('dead_letters_unresolved', 'dead_letters', 'infinity', 'infinity')",
 
+        // A fresh install has nothing to keep: its empty old tables go at once.
+        """
+        DO $do$
+        DECLARE
+            t text;
+            empty boolean;
+        BEGIN
+            FOREACH t IN ARRAY ARRAY['processed_messages_legacy', 'outbox_legacy', 'dead_letters_legacy'] LOOP
+                EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM %I)', t) INTO empty;
+                IF empty THEN
+                    EXECUTE format('DROP TABLE %I', t);
+                    DELETE FROM once_time_partitions WHERE partition = t;
+                END IF;
+            END LOOP;
+        END $do$
+        """,
+        // A partition's rows: counted when it is small (under 16 MB), the planner's estimate
+        // otherwise (-1 before the first ANALYZE).
+        """
+        CREATE FUNCTION once_partition_rows(name text) RETURNS bigint
+        LANGUAGE plpgsql STABLE AS $fn$
+        DECLARE
+            c pg_class;
+            n bigint;
+        BEGIN
+            SELECT * INTO c FROM pg_class WHERE oid = to_regclass(quote_ident(name));
+            IF NOT FOUND THEN RETURN 0; END IF;
+            IF pg_relation_size(c.oid) < 16 * 1024 * 1024 THEN
+                EXECUTE format('SELECT count(*) FROM %I', name) INTO n;
+                RETURN n;
+            END IF;
+            RETURN c.reltuples::bigint;
+        END $fn$
+        """,
         // One partition of one table, with the indexes that table's statements rely on.
         """
         CREATE FUNCTION once_create_partition(parent text, lower timestamptz, upper timestamptz) RETURNS void
