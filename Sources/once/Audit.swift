@@ -6,8 +6,8 @@ import OncePostgres
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Audit the effects finance relies on.",
-        subcommands: [AuditCredits.self])
+        abstract: "Audit the effects finance relies on, and that every record was processed.",
+        subcommands: [AuditCredits.self, AuditCoverage.self])
 }
 
 /// How `once audit credits` prints its report.
