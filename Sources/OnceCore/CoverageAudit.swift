@@ -19,8 +19,10 @@ import OncePostgres
 /// - `other_record`: the row names another position whose record carries another key, or that
 ///   the broker no longer holds (so the copy cannot be shown);
 /// - outside the window, not a gap: no row, but its claim's interval starts before the oldest
-///   `processed_messages` partition and the legacy partition is gone, so a prune may have
-///   dropped the row. (A row deleted some other way from such a claim is not told apart.)
+///   `processed_messages` partition and the broker took the record before the last prune
+///   (`once_partitioning.last_prune`), so that prune may have dropped the row. A claim made
+///   after the last prune is never gone, so its absence is always a gap. (A row deleted some
+///   other way from a claim that may have been pruned is not told apart.)
 ///
 /// Another position's record is compared from what the scan read (a hash of its claim key,
 /// kept for every record read: 16 bytes each), or else fetched from the broker on its own.
@@ -61,9 +63,9 @@ public struct CoverageAudit: Sendable {
         public var positions: [StoredPosition]
         /// The database's time of the snapshot.
         public var asOf: Date
-        /// `processed_messages_legacy` still exists: no interval partition has been pruned, so
-        /// every claim must still be there.
-        public var hasLegacyPartition: Bool
+        /// When a prune last dropped claims (`once_partitioning.last_prune`; nil: never). A claim
+        /// made after it is still there, whatever its partition.
+        public var lastPrune: Date?
     }
 
     /// Reads the group's stored positions. Blocking: call it on the connection's thread.
@@ -71,11 +73,11 @@ public struct CoverageAudit: Sendable {
         try db.transaction(isolation: .repeatableRead) { tx in
             _ = try tx.execute("SET TRANSACTION READ ONLY")
             let row = try tx.query(
-                "SELECT now(), to_regclass('processed_messages_legacy') IS NOT NULL FROM once_partitioning")
+                "SELECT now(), last_prune FROM once_partitioning")
             let positions = try ConsumerOffsets(group: group).positions(on: tx)
             return Snapshot(
                 positions: positions, asOf: try row[0].decode(Date.self, column: 0),
-                hasLegacyPartition: try row[0].decode(Bool.self, column: 1))
+                lastPrune: try row[0].decode(Date?.self, column: 1))
         }
     }
 
@@ -84,10 +86,10 @@ public struct CoverageAudit: Sendable {
     /// Checks `partitions` (each with its stored position) against the broker's records read
     /// from `windowStart` on (nil: from the log start), calling `progress` as it reads.
     public func run(
-        _ partitions: [StoredPosition], windowStart: Date?, hasLegacyPartition: Bool,
+        _ partitions: [StoredPosition], windowStart: Date?, lastPrune: Date?,
         progress: (CoverageProgress) -> Void = { _ in }
     ) async throws -> CoverageReport {
-        var scan = Scan(hasLegacyPartition: hasLegacyPartition)
+        var scan = Scan(lastPruneMicroseconds: lastPrune.map { Int64(($0.timeIntervalSince1970 * 1_000_000).rounded()) })
         for (index, position) in partitions.enumerated() {
             try await read(position, windowStart: windowStart, into: &scan) { offset, first, last, checked in
                 progress(
@@ -104,7 +106,8 @@ public struct CoverageAudit: Sendable {
 
     /// What the audit has found so far.
     private struct Scan {
-        let hasLegacyPartition: Bool
+        /// When claims were last pruned, in microseconds since the epoch (nil: never).
+        let lastPruneMicroseconds: Int64?
         var partitions: [PartitionCoverage] = []
         var gaps: [CoverageGap] = []
         /// The claim key's hash of every record read, by position.
@@ -126,12 +129,23 @@ public struct CoverageAudit: Sendable {
         var offset: Int64
         var key: ClaimKey
         var claimMicroseconds: Int64
+        /// When the broker took the record (microseconds since the epoch; nil when unknown).
+        var writtenMicroseconds: Int64?
 
         init(_ decoded: BatchRecord) {
             partition = decoded.record.topicPartition
             offset = decoded.offset
             key = decoded.claimKey
             claimMicroseconds = decoded.claimTimeMicroseconds
+            writtenMicroseconds = decoded.record.timestampMilliseconds.map { $0 * 1000 }
+        }
+
+        /// Whether a prune may have dropped this record's claim: its time is before the oldest
+        /// partition (so its claim was clamped into a partition since pruned, or into its own),
+        /// and the broker took it before the last prune (a claim made after that is never gone).
+        func mayHaveBeenPruned(beforeOldestPartition: Bool, lastPrune: Int64?) -> Bool {
+            guard beforeOldestPartition, let lastPrune else { return false }
+            return (writtenMicroseconds ?? .min) < lastPrune
         }
     }
 
@@ -210,7 +224,9 @@ public struct CoverageAudit: Sendable {
                 coverage.covered += 1
             } else if !claim.positions.isEmpty {
                 scan.copies.append(Copy(record: record, partitionIndex: partitionIndex, claimedAt: claim.positions))
-            } else if claim.beforeOldestPartition && !scan.hasLegacyPartition {
+            } else if record.mayHaveBeenPruned(
+                beforeOldestPartition: claim.beforeOldestPartition, lastPrune: scan.lastPruneMicroseconds)
+            {
                 coverage.outsideWindow += 1
             } else {
                 coverage.missing += 1

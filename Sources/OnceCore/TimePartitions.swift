@@ -124,11 +124,15 @@ public enum TimePartitions {
 
         let doomed = try prunable(before: cutoff, on: db)
         for partition in doomed {
-            if partition.table == "processed_messages" && !partition.isLegacy {
+            if partition.table == "processed_messages" {
                 // Claims clamp to `oldest`: move it past this partition before it goes, so that
                 // no new claim is routed into it while it is detached.
                 try db.execute(
-                    "UPDATE once_partitioning SET oldest = greatest(oldest, upper) FROM once_time_partitions WHERE partition = $1",
+                    """
+                    UPDATE once_partitioning SET last_prune = clock_timestamp(),
+                        oldest = CASE WHEN isfinite(t.lower) THEN greatest(oldest, t.upper) ELSE oldest END
+                    FROM once_time_partitions t WHERE t.partition = $1
+                    """,
                     [.text(partition.name)])
             }
             let names = try db.query(
@@ -177,7 +181,10 @@ public enum TimePartitions {
             -- The oldest and newest bucket a claim may fall in: the first and last partition of
             -- processed_messages. Earlier and later times are clamped to them.
             oldest timestamptz,
-            newest timestamptz
+            newest timestamptz,
+            -- When a prune last dropped claims (a processed_messages partition): a claim made
+            -- after that is still there (`once audit coverage`).
+            last_prune timestamptz
         )
         """,
         "INSERT INTO once_partitioning DEFAULT VALUES",
@@ -190,94 +197,78 @@ public enum TimePartitions {
             upper timestamptz NOT NULL
         )
         """,
-
+    ]
         // processed_messages: the key gains the tenant; the old table is the legacy partition.
-        "ALTER TABLE processed_messages RENAME TO processed_messages_legacy",
-        "ALTER INDEX processed_messages_pkey RENAME TO processed_messages_legacy_pkey",
-        "ALTER INDEX processed_messages_position RENAME TO processed_messages_legacy_position",
-        "ALTER TABLE processed_messages_legacy ALTER COLUMN tenant_id TYPE text COLLATE \"C\"",
-        """
-        ALTER TABLE processed_messages_legacy
-            ADD COLUMN bucket timestamptz NOT NULL DEFAULT '-infinity',
-            ADD CONSTRAINT processed_messages_legacy_bucket CHECK (bucket = '-infinity')
-        """,
-        """
-        CREATE TABLE processed_messages (
-            consumer_group text COLLATE "C" NOT NULL,
-            tenant_id text COLLATE "C",
-            event_id text COLLATE "C" NOT NULL,
-            topic text NOT NULL,
-            partition integer NOT NULL,
-            kafka_offset bigint NOT NULL,
-            event_type text,
-            outcome text NOT NULL CONSTRAINT processed_messages_outcome_check
-                CHECK (outcome IN ('applied', 'duplicate', 'conflict', 'dead_lettered')),
-            processed_at timestamptz NOT NULL DEFAULT now(),
-            bucket timestamptz NOT NULL
-        ) PARTITION BY RANGE (bucket)
-        """,
-        "ALTER TABLE processed_messages ATTACH PARTITION processed_messages_legacy FOR VALUES FROM (MINVALUE) TO ('1970-01-01')",
-        "INSERT INTO once_time_partitions VALUES ('processed_messages_legacy', 'processed_messages', '-infinity', now())",
-
+        + adoptingLegacy(
+            "processed_messages",
+            indexes: ["processed_messages_pkey", "processed_messages_position"],
+            create: [
+                "ALTER TABLE processed_messages_legacy ALTER COLUMN tenant_id TYPE text COLLATE \"C\"",
+                """
+                CREATE TABLE processed_messages (
+                    consumer_group text COLLATE "C" NOT NULL,
+                    tenant_id text COLLATE "C",
+                    event_id text COLLATE "C" NOT NULL,
+                    topic text NOT NULL,
+                    partition integer NOT NULL,
+                    kafka_offset bigint NOT NULL,
+                    event_type text,
+                    outcome text NOT NULL CONSTRAINT processed_messages_outcome_check
+                        CHECK (outcome IN ('applied', 'duplicate', 'conflict', 'dead_lettered')),
+                    processed_at timestamptz NOT NULL DEFAULT now(),
+                    bucket timestamptz NOT NULL
+                ) PARTITION BY RANGE (bucket)
+                """,
+            ])
         // outbox: the same, its id sequence now the partitioned table's.
-        "ALTER TABLE outbox RENAME TO outbox_legacy",
-        "ALTER INDEX outbox_pkey RENAME TO outbox_legacy_pkey",
-        "ALTER INDEX outbox_tenant_id_event_type_aggregate_id_key RENAME TO outbox_legacy_key",
-        """
-        ALTER TABLE outbox_legacy
-            ADD COLUMN bucket timestamptz NOT NULL DEFAULT '-infinity',
-            ADD CONSTRAINT outbox_legacy_bucket CHECK (bucket = '-infinity')
-        """,
-        """
-        CREATE TABLE outbox (
-            id bigint NOT NULL DEFAULT nextval('outbox_id_seq'),
-            tenant_id text NOT NULL,
-            event_type text NOT NULL,
-            aggregate_id text NOT NULL,
-            topic text NOT NULL,
-            message_key text,
-            payload bytea,
-            headers jsonb NOT NULL DEFAULT '{}',
-            created_at timestamptz NOT NULL DEFAULT now(),
-            published_at timestamptz,
-            bucket timestamptz NOT NULL
-        ) PARTITION BY RANGE (bucket)
-        """,
-        "ALTER SEQUENCE outbox_id_seq OWNED BY outbox.id",
-        "ALTER TABLE outbox ATTACH PARTITION outbox_legacy FOR VALUES FROM (MINVALUE) TO ('1970-01-01')",
-        "INSERT INTO once_time_partitions VALUES ('outbox_legacy', 'outbox', '-infinity', now())",
-
+        + adoptingLegacy(
+            "outbox",
+            indexes: ["outbox_pkey", "outbox_tenant_id_event_type_aggregate_id_key"],
+            create: [
+                """
+                CREATE TABLE outbox (
+                    id bigint NOT NULL DEFAULT nextval('outbox_id_seq'),
+                    tenant_id text NOT NULL,
+                    event_type text NOT NULL,
+                    aggregate_id text NOT NULL,
+                    topic text NOT NULL,
+                    message_key text,
+                    payload bytea,
+                    headers jsonb NOT NULL DEFAULT '{}',
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    published_at timestamptz,
+                    bucket timestamptz NOT NULL
+                ) PARTITION BY RANGE (bucket)
+                """,
+                "ALTER SEQUENCE outbox_id_seq OWNED BY outbox.id",
+            ])
         // dead_letters: unresolved ones live in a partition of their own, never pruned.
-        "ALTER TABLE dead_letters RENAME TO dead_letters_legacy",
-        "ALTER INDEX dead_letters_pkey RENAME TO dead_letters_legacy_pkey",
-        "ALTER INDEX dead_letters_unresolved RENAME TO dead_letters_legacy_unresolved",
-        """
-        ALTER TABLE dead_letters_legacy
-            ADD COLUMN bucket timestamptz NOT NULL DEFAULT '-infinity',
-            ADD CONSTRAINT dead_letters_legacy_bucket CHECK (bucket = '-infinity')
-        """,
-        """
-        CREATE TABLE dead_letters (
-            id bigint NOT NULL DEFAULT nextval('dead_letters_id_seq'),
-            consumer_group text NOT NULL,
-            topic text NOT NULL,
-            partition integer NOT NULL,
-            kafka_offset bigint NOT NULL,
-            event_id text NOT NULL,
-            reason_code text NOT NULL,
-            error text NOT NULL,
-            payload bytea,
-            headers jsonb NOT NULL DEFAULT '[]',
-            created_at timestamptz NOT NULL DEFAULT now(),
-            resolved_at timestamptz,
-            retries integer NOT NULL DEFAULT 0,
-            -- infinity while unresolved; the interval of its resolution after.
-            bucket timestamptz NOT NULL DEFAULT 'infinity'
-        ) PARTITION BY RANGE (bucket)
-        """,
-        "ALTER SEQUENCE dead_letters_id_seq OWNED BY dead_letters.id",
-        "ALTER TABLE dead_letters ATTACH PARTITION dead_letters_legacy FOR VALUES FROM (MINVALUE) TO ('1970-01-01')",
-        "INSERT INTO once_time_partitions VALUES ('dead_letters_legacy', 'dead_letters', '-infinity', now())",
+        + adoptingLegacy(
+            "dead_letters",
+            indexes: ["dead_letters_pkey", "dead_letters_unresolved"],
+            create: [
+                """
+                CREATE TABLE dead_letters (
+                    id bigint NOT NULL DEFAULT nextval('dead_letters_id_seq'),
+                    consumer_group text NOT NULL,
+                    topic text NOT NULL,
+                    partition integer NOT NULL,
+                    kafka_offset bigint NOT NULL,
+                    event_id text NOT NULL,
+                    reason_code text NOT NULL,
+                    error text NOT NULL,
+                    payload bytea,
+                    headers jsonb NOT NULL DEFAULT '[]',
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    resolved_at timestamptz,
+                    retries integer NOT NULL DEFAULT 0,
+                    -- infinity while unresolved; the interval of its resolution after.
+                    bucket timestamptz NOT NULL DEFAULT 'infinity'
+                ) PARTITION BY RANGE (bucket)
+                """,
+                "ALTER SEQUENCE dead_letters_id_seq OWNED BY dead_letters.id",
+            ])
+        + [
         """
         CREATE TABLE dead_letters_unresolved PARTITION OF dead_letters (PRIMARY KEY (id))
             FOR VALUES FROM ('infinity') TO (MAXVALUE)
@@ -415,6 +406,30 @@ public enum TimePartitions {
         END $fn$
         """,
     ]
+}
+
+extension TimePartitions {
+    /// The statements that make `table` the legacy partition (bucket `-infinity`) of a new
+    /// partitioned table of the same name, which `create` makes: renamed with its `indexes`,
+    /// given the bucket column (a constant default: no rewrite; the check's one scan lets the
+    /// attach skip its own), attached, and listed.
+    fileprivate static func adoptingLegacy(_ table: String, indexes: [String], create: [String]) -> [String] {
+        let legacy = "\(table)_legacy"
+        return ["ALTER TABLE \(table) RENAME TO \(legacy)"]
+            + indexes.map { "ALTER INDEX \($0) RENAME TO \($0.replacingOccurrences(of: table, with: legacy))" }
+            + [
+                """
+                ALTER TABLE \(legacy)
+                    ADD COLUMN bucket timestamptz NOT NULL DEFAULT '-infinity',
+                    ADD CONSTRAINT \(legacy)_bucket CHECK (bucket = '-infinity')
+                """
+            ]
+            + create
+            + [
+                "ALTER TABLE \(table) ATTACH PARTITION \(legacy) FOR VALUES FROM (MINVALUE) TO ('1970-01-01')",
+                "INSERT INTO once_time_partitions VALUES ('\(legacy)', '\(table)', '-infinity', now())",
+            ]
+    }
 }
 
 /// Why a prune did not run.

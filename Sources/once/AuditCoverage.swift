@@ -28,8 +28,9 @@ struct AuditCoverage: AsyncParsableCommand {
               other_record   (a gap) the row names another position, whose record
                              has another claim or is not on the broker
               outside        no row, but its claim falls before the oldest
-                             processed_messages partition and the legacy partition
-                             is gone: a prune may have dropped it; not a gap
+                             processed_messages partition and the broker took it
+                             before the last prune: a prune may have dropped its
+                             claim; not a gap
 
             Formats:
               table  a header line; per partition FROM, TO (offsets checked),
@@ -119,7 +120,7 @@ struct AuditCoverage: AsyncParsableCommand {
                     TopicPartition(topic, partition ?? 0), settings: settings, logger: kafkaLogger)
             }
             report = try await audit.run(
-                positions, windowStart: windowStart, hasLegacyPartition: snapshot.hasLegacyPartition
+                positions, windowStart: windowStart, lastPrune: snapshot.lastPrune
             ) { step in
                 let of = step.count > 1 ? " (partition \(step.index + 1) of \(step.count))" : ""
                 progress.show(

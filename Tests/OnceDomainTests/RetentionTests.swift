@@ -106,6 +106,7 @@ struct RetentionTests {
         #expect(!planned.contains { $0.isUnresolvedDeadLetters })
         let dropped = try TimePartitions.prune(before: cutoff, on: h.db)
         #expect(dropped.map(\.name) == planned.map(\.name))
+        #expect(try h.scalar("SELECT count(*) FROM once_partitioning WHERE last_prune >= $1", [.timestamptz(cutoff)]) == 1)
         for partition in dropped {
             #expect(try h.scalar("SELECT count(*) FROM once_time_partitions WHERE partition = $1", [.text(partition.name)]) == 0)
             #expect(try h.db.query("SELECT to_regclass($1)::text", [.text(partition.name)])[0].decode(String?.self, column: 0) == nil)

@@ -126,10 +126,10 @@ struct AuditCoverageTests {
         let none = try operatorJSON(in: later.output)
         #expect(none["totals"]?["records"] == 0 && none["totals"]?["before_window"] == 20)
 
-        // Once a prune has taken the legacy partition, a claim dated before the oldest
-        // partition may have been pruned with it: outside the window, not a gap.
+        // Once a prune has dropped claims after these records were written, a claim dated
+        // before the oldest partition may have gone with it: outside the window, not a gap.
         #expect(try fixture.count("SELECT count(*) FROM once_partitioning WHERE oldest > '2026-11-23'") == 1)
-        try fixture.execute("DROP TABLE processed_messages_legacy")
+        try fixture.execute("UPDATE once_partitioning SET last_prune = now()")
         let pruned = try await coverage(fixture, ["--format", "json"])
         let after = try operatorJSON(in: pruned.output)
         #expect(after["totals"]?["outside_window"] == 1 && after["totals"]?["missing"] == 0)
