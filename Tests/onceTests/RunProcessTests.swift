@@ -285,7 +285,17 @@ struct RunProcessTests {
             if seenByKey[key]?.contains(id) != true { seenByKey[key, default: []].append(id) }
         }
         let expectedByKey = Dictionary(grouping: expected, by: \.0).mapValues { $0.map(\.1) }
-        #expect(seenByKey == expectedByKey)
+        // Where the topic and the outbox first part, per key (the whole lists are too long to read).
+        let differences = expectedByKey.keys.sorted().compactMap { key -> String? in
+            let seen = seenByKey[key] ?? []
+            let wanted = expectedByKey[key]!
+            guard seen != wanted else { return nil }
+            let at = (0..<min(seen.count, wanted.count)).first { seen[$0] != wanted[$0] } ?? min(seen.count, wanted.count)
+            return "\(key): \(seen.count) seen, \(wanted.count) in the outbox, first difference at \(at)"
+                + " (seen \(at < seen.count ? seen[at] : "-"), outbox \(at < wanted.count ? wanted[at] : "-"))"
+        }
+        #expect(differences.isEmpty, "\(differences.count) keys differ: \(differences.prefix(5))")
+        #expect(Set(seenByKey.keys) == Set(expectedByKey.keys))
         await producer.close()
         await setup.tearDown()
     }

@@ -258,68 +258,9 @@ public enum EnvelopeDecoder {
 /// Two choices narrow the RFC: year 0000 is rejected (PostgreSQL has no year zero), and the
 /// fraction has at most 9 digits (nanoseconds).
 public enum RFC3339 {
-    /// Whether `text` is an RFC 3339 `date-time` as described above.
+    /// Whether `text` is an RFC 3339 `date-time` as described above (one grammar with
+    /// `Timestamp`, which also turns it into an instant).
     public static func isValid(_ text: String) -> Bool {
-        var text = text
-        return text.withUTF8 { isValid(utf8: $0) }
-    }
-
-    /// Whether the UTF-8 bytes `utf8` are an RFC 3339 `date-time` as described above.
-    public static func isValid(utf8: UnsafeBufferPointer<UInt8>) -> Bool {
-        // Shortest: 2026-11-22T10:00:00Z (20 bytes); longest: 9 fraction digits and an offset (35).
-        guard utf8.count >= 20, utf8.count <= 35 else { return false }
-
-        func number(_ range: Range<Int>) -> Int? {
-            guard range.upperBound <= utf8.count else { return nil }
-            var value = 0
-            for index in range {
-                let digit = utf8[index] &- UInt8(ascii: "0")
-                guard digit <= 9 else { return nil }
-                value = value * 10 + Int(digit)
-            }
-            return value
-        }
-        func byte(_ index: Int, is first: UInt8, or second: UInt8? = nil) -> Bool {
-            index < utf8.count && (utf8[index] == first || utf8[index] == second)
-        }
-
-        guard let year = number(0..<4), byte(4, is: UInt8(ascii: "-")),
-            let month = number(5..<7), byte(7, is: UInt8(ascii: "-")),
-            let day = number(8..<10), byte(10, is: UInt8(ascii: "T"), or: UInt8(ascii: "t")),
-            let hour = number(11..<13), byte(13, is: UInt8(ascii: ":")),
-            let minute = number(14..<16), byte(16, is: UInt8(ascii: ":")),
-            let second = number(17..<19)
-        else { return false }
-        guard year >= 1, (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year),
-            hour <= 23, minute <= 59, second <= 60
-        else { return false }
-
-        var index = 19
-        if byte(index, is: UInt8(ascii: ".")) {
-            index += 1
-            let fractionStart = index
-            while index < utf8.count, utf8[index] &- UInt8(ascii: "0") <= 9 { index += 1 }
-            guard (1...9).contains(index - fractionStart) else { return false }
-        }
-        if byte(index, is: UInt8(ascii: "Z"), or: UInt8(ascii: "z")) {
-            return index + 1 == utf8.count
-        }
-        guard byte(index, is: UInt8(ascii: "+"), or: UInt8(ascii: "-")),
-            let offsetHour = number(index + 1..<index + 3), byte(index + 3, is: UInt8(ascii: ":")),
-            let offsetMinute = number(index + 4..<index + 6)
-        else { return false }
-        return offsetHour <= 23 && offsetMinute <= 59 && index + 6 == utf8.count
-    }
-
-    static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2:
-            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-            return leap ? 29 : 28
-        case 4, 6, 9, 11:
-            return 30
-        default:
-            return 31
-        }
+        Timestamp.microsecondsSinceEpoch(text) != nil
     }
 }

@@ -67,10 +67,6 @@ public enum Timestamp {
         return seconds * 1_000_000 + micros
     }
 
-    public static func isValid(_ text: String) -> Bool {
-        microsecondsSinceEpoch(text) != nil
-    }
-
     static func daysIn(month: Int64, year: Int64) -> Int64 {
         switch month {
         case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
