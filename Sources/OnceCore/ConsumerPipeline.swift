@@ -38,7 +38,10 @@ public final class ConsumerPipeline: Sendable {
         let config = configuration
         let sessions = try await (0..<config.connections).asyncMap { index in
             try await PostgresClient.connect(
-                configuration: PostgresConfiguration(url: config.databaseURL, applicationName: "once-worker-\(index)"),
+                configuration: PostgresConfiguration(
+                    url: config.databaseURL, applicationName: "once-worker-\(index)",
+                    // Short set-based statements: compiling one costs more than it could save.
+                    settings: ["jit": "off"]),
                 logger: logger, threadName: "once-db-\(index)")
         }
         let control = try await PostgresClient.connect(

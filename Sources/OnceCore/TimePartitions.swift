@@ -366,6 +366,11 @@ public enum TimePartitions {
                 b := b + w.width;
             END LOOP;
             UPDATE once_partitioning SET oldest = coalesce(oldest, current), newest = greatest(newest, target, current);
+            -- Every claim joins this one row: unanalysed, the planner takes it for hundreds of
+            -- rows, prices the claim above jit_above_cost and compiles it (seconds per session).
+            IF made > 0 OR (SELECT reltuples < 1 FROM pg_class WHERE oid = 'once_partitioning'::regclass) THEN
+                ANALYZE once_partitioning;
+            END IF;
             RETURN made;
         END $fn$
         """,
