@@ -282,8 +282,8 @@ struct OnceBench: AsyncParsableCommand {
             + "peak RSS \(result.peakRSSBytes / 1_000_000) MB; checks \(result.checks.allPassed ? "passed" : "FAILED"))"
     }
 
-    /// Sends the records in large batches and waits for every acknowledgement.
-    private func produce(_ records: [KafkaOutgoingRecord], brokers: String) async throws {
+    /// The producer that fills the bench's topics before anything is timed: large batches.
+    static func bulkProducer(brokers: String) throws -> KafkaProducer {
         var configuration = KafkaProducerConfiguration(bootstrapServers: brokers)
         configuration.clientID = "once-bench-producer"
         configuration.linger = .milliseconds(20)
@@ -292,7 +292,12 @@ struct OnceBench: AsyncParsableCommand {
             "batch.num.messages": "10000", "batch.size": "1000000", "queue.buffering.max.messages": "1000000",
             "queue.buffering.max.kbytes": "1048576",
         ]
-        let producer = try KafkaProducer(configuration: configuration)
+        return try KafkaProducer(configuration: configuration)
+    }
+
+    /// Sends the records in large batches and waits for every acknowledgement.
+    private func produce(_ records: [KafkaOutgoingRecord], brokers: String) async throws {
+        let producer = try Self.bulkProducer(brokers: brokers)
         defer { Task { await producer.close() } }
         for start in stride(from: 0, to: records.count, by: 50_000) {
             let results = try await producer.send(Array(records[start..<min(start + 50_000, records.count)]))
