@@ -352,7 +352,9 @@ extension BenchReport {
         return [
             "| retention: `once run` beside \(count(history.rows)) rows of history | \(count(r.withHistory.eventsPerSecond)) events/s | "
                 + "\(String(format: "%.2f", r.withHistoryOverEmpty))× the \(count(r.empty.eventsPerSecond)) events/s of the same "
-                + "run into an empty table; the history (group `\(history.group)`, \(mb(Int(history.bytes))) MB) over 7 day "
+                + "run into an empty table (the best of \(r.rounds.count) alternating rounds: "
+                + r.rounds.map { "\(count($0[0])) / \(count($0[1]))" }.joined(separator: ", ")
+                + "); the history (group `\(history.group)`, \(mb(Int(history.bytes))) MB) over 7 day "
                 + "partitions, its claims in `\(r.workloadPartition)` beside \(count(r.workloadPartitionHistoryRows)) of them; "
                 + "made in \(seconds(history.seconds)) |",
             "| retention: `once prune` of one day | \(String(format: "%.2f", prune.seconds)) s | `\(prune.partition)`, "
