@@ -81,6 +81,9 @@ struct LatencySlice: Codable, Sendable {
     /// Seconds since the load began.
     var from: Double
     var to: Double
+    /// The same, as wall-clock µs since the epoch (to compare with the server's log).
+    var fromMicroseconds: Int64
+    var toMicroseconds: Int64
     var records: Int
     var p50Milliseconds: Double
     var p90Milliseconds: Double
@@ -94,6 +97,8 @@ struct LatencySlice: Codable, Sendable {
         }
         self.from = Double(from - loadStart) / 1e6
         self.to = Double(to - loadStart) / 1e6
+        fromMicroseconds = from
+        toMicroseconds = to
         records = Int(histogram.totalCount)
         p50Milliseconds = Double(histogram.valueAtPercentile(50)) / 1000
         p90Milliseconds = Double(histogram.valueAtPercentile(90)) / 1000
