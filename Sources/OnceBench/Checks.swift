@@ -17,9 +17,14 @@ extension Array where Element == Check {
 /// after a strategy ran: one ledger row per business key and exactly the keys produced,
 /// balances equal to the ledger sums and to the workload's, one `processed_messages` row per
 /// event id with the expected outcomes, every record below the stored positions, no dead
-/// letters, one outbox row per effect.
+/// letters, one outbox row per effect. The effects counted are `tenant`'s and the rows the
+/// pipeline keeps are `group`'s, so that a database may hold other loads as well. `outboxRows`
+/// is what the outbox should hold, when not one row per effect applied.
 enum Checks {
-    static func consumer(_ database: BenchDatabase, group: String, expectation: Expectation) throws -> [Check] {
+    static func consumer(
+        _ database: BenchDatabase, group: String, tenant: String = Workload.tenant, expectation: Expectation,
+        outboxRows: Int? = nil
+    ) throws -> [Check] {
         let db = try database.connect()
         defer { db.close() }
         func count(_ sql: String, _ parameters: [PostgresValue] = []) throws -> Int64 {
@@ -37,15 +42,18 @@ enum Checks {
 
         check(
             "ledger rows (one per business key applied)", expectation.applied,
-            try count("SELECT count(*) FROM credit_ledger"))
+            try count("SELECT count(*) FROM credit_ledger WHERE tenant_id = $1", [.text(tenant)]))
         check(
             "business keys with more than one ledger row", 0,
             try count(
-                "SELECT count(*) FROM (SELECT 1 FROM credit_ledger GROUP BY tenant_id, kind, business_key HAVING count(*) > 1) d"
-            ))
+                """
+                SELECT count(*) FROM (SELECT 1 FROM credit_ledger WHERE tenant_id = $1
+                                      GROUP BY tenant_id, kind, business_key HAVING count(*) > 1) d
+                """, [.text(tenant)]))
         check(
             "ledger amount total", expectation.ledgerTotal,
-            try count("SELECT coalesce(sum(amount), 0)::bigint FROM credit_ledger"))
+            try count(
+                "SELECT coalesce(sum(amount), 0)::bigint FROM credit_ledger WHERE tenant_id = $1", [.text(tenant)]))
         check(
             "accounts whose balance differs from their ledger sum", 0,
             try count(
@@ -63,7 +71,7 @@ enum Checks {
                 FULL JOIN (SELECT account_id, balance FROM credit_accounts WHERE tenant_id = $1) a USING (account_id)
                 WHERE a.balance IS DISTINCT FROM e.balance
                 """,
-                [.text(Workload.tenant), .textArray(accounts), .int64Array(accounts.map { expectation.balances[$0]! })])
+                [.text(tenant), .textArray(accounts), .int64Array(accounts.map { expectation.balances[$0]! })])
         )
         check(
             "processed_messages rows (one per event id)", expectation.processed,
@@ -95,9 +103,14 @@ enum Checks {
                     .text(group), .int64Array(perPartition.map { Int64($0) }),
                     .int64Array(perPartition.map { Int64(expectation.recordsPerPartition[$0]!) }),
                 ]))
-        check("dead letters", 0, try count("SELECT count(*) FROM dead_letters"))
-        check("credit conflicts", 0, try count("SELECT count(*) FROM credit_conflicts"))
-        check("outbox rows (one per effect)", expectation.applied, try count("SELECT count(*) FROM outbox"))
+        check(
+            "dead letters", 0, try count("SELECT count(*) FROM dead_letters WHERE consumer_group = $1", [.text(group)]))
+        check(
+            "credit conflicts", 0,
+            try count("SELECT count(*) FROM credit_conflicts WHERE tenant_id = $1", [.text(tenant)]))
+        check(
+            outboxRows == nil ? "outbox rows (one per effect)" : "outbox rows", outboxRows ?? expectation.applied,
+            try count("SELECT count(*) FROM outbox WHERE tenant_id = $1", [.text(tenant)]))
         return checks
     }
 }

@@ -64,17 +64,30 @@ struct ConsumeResult: Codable, Sendable {
 }
 
 enum ConsumeStep {
+    /// On a fresh database of that name.
     static func run(
         strategy: String, database name: String, topic: String, expectation: Expectation, maxBatch: Int,
         context: BenchContext, log: (String) -> Void
     ) async throws -> ConsumeResult {
         let database = try await BenchDatabase.fresh(name, serverURL: context.serverURL, once: context.once)
+        return try await run(
+            strategy: strategy, on: database, topic: topic, expectation: expectation, maxBatch: maxBatch,
+            context: context, log: log)
+    }
+
+    /// On a migrated database that holds nothing of the group `bench-RUN-STRATEGY` yet (it may
+    /// hold other groups' rows); `extraArguments` go to `once run` after the bench's own.
+    static func run(
+        strategy: String, on database: BenchDatabase, topic: String, expectation: Expectation, maxBatch: Int,
+        extraArguments: [String] = [], context: BenchContext, log: (String) -> Void
+    ) async throws -> ConsumeResult {
         let group = "bench-\(context.runID)-\(strategy)"
         var arguments = [
             "run", "--database-url", database.url, "--brokers", context.brokers, "--topics", topic, "--group", group,
             "--until-idle", "2", "--connections", String(context.connections), "--max-batch", String(maxBatch),
         ]
         for property in context.kafkaProperties { arguments += ["--kafka-property", property] }
+        arguments += extraArguments
         let watch = try await CommitWatch(database: database, group: group, target: expectation.records)
         let launched = ContinuousClock.now
         let child = try context.once.start(arguments, logName: "\(strategy)-run")

@@ -28,6 +28,13 @@ struct BenchDatabase: Sendable {
         return try db.query(sql, parameters)[0].decode(Int64?.self, column: 0) ?? 0
     }
 
+    /// Runs statements one after another on a session of their own (blocking).
+    func execute(_ statements: String...) throws {
+        let db = try connect()
+        defer { db.close() }
+        for statement in statements { try db.execute(statement) }
+    }
+
     static func replacingDatabase(in url: String, with name: String) throws -> String {
         guard var components = URLComponents(string: url) else {
             throw BenchFailure("the database URL \(url) is not a URL")

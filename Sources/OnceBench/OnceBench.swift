@@ -6,13 +6,15 @@ import OnceKafka
 /// `deploy/local/bench`'s driver. Against the local services, in one run: produces the
 /// completion workload (untimed), runs `once run` over it batched and per record, measures the
 /// database's ceiling for the same rows, replays the processed range, measures end-to-end
-/// latency at a steady rate, checks correctness after each, and writes a Markdown summary
-/// (standard output) and a JSON file with every figure.
+/// latency at a steady rate, measures retention (throughput beside a window of history, a prune
+/// against a DELETE sweep, an upgrade of an older schema), checks correctness after each, and
+/// writes a Markdown summary (standard output) and a JSON file with every figure.
 @main
 struct OnceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "OnceBench",
-        abstract: "Measure once: batched vs per-record vs the database's ceiling, replay, latency, memory.")
+        abstract:
+            "Measure once: batched vs per-record vs the database's ceiling, replay, latency, memory, retention.")
 
     @Option(help: "The once executable (default: next to this one).")
     var once: String?
@@ -67,11 +69,18 @@ struct OnceBench: AsyncParsableCommand {
     @Option(help: "Seconds of offered load in the latency step.")
     var latencySeconds = 20.0
 
+    @Option(help: "Rows of history in processed_messages for the retention step (over seven day partitions).")
+    var historyRows = 20_000_000
+
+    @Option(help: "Processed rows of the older schema that the retention step upgrades.")
+    var upgradeRows = 1_000_000
+
     @Option(help: "Seed of the workload.")
     var seed: UInt64 = 20_261_122
 
-    @Option(help: "Comma-separated steps: read, batched, per-record, ceiling, replay, broker-latency, latency.")
-    var steps = "read,batched,per-record,ceiling,replay,broker-latency,latency"
+    @Option(
+        help: "Comma-separated steps: read, batched, per-record, ceiling, replay, broker-latency, latency, retention.")
+    var steps = "read,batched,per-record,ceiling,replay,broker-latency,latency,retention"
 
     @Option(help: "Where the JSON report goes.")
     var json = "docs/benchmark-results.json"
@@ -89,10 +98,15 @@ struct OnceBench: AsyncParsableCommand {
         guard events > 0, perRecordEvents > 0, accounts > 1, partitions > 0 else {
             throw ValidationError("counts must be positive (and at least 2 accounts)")
         }
-        let known: Set<String> = ["read", "broker-latency", "batched", "per-record", "ceiling", "replay", "latency"]
+        let known: Set<String> = [
+            "read", "broker-latency", "batched", "per-record", "ceiling", "replay", "latency", "retention",
+        ]
         for step in stepList where !known.contains(step) { throw ValidationError("unknown step \(step)") }
         if stepList.contains("replay") && !stepList.contains("batched") {
             throw ValidationError("replay replays the batched run: include the batched step")
+        }
+        guard historyRows >= 1_000, upgradeRows > 0 else {
+            throw ValidationError("--history-rows must be at least 1000 and --upgrade-rows positive")
         }
     }
 
@@ -146,15 +160,17 @@ struct OnceBench: AsyncParsableCommand {
         let topics = (
             main: "once-bench-\(runID)-main", prefix: "once-bench-\(runID)-prefix",
             latency: "once-bench-\(runID)-latency",
-            floor: "once-bench-\(runID)-floor"
+            floor: "once-bench-\(runID)-floor",
+            retentionLatency: "once-bench-\(runID)-retention-latency",
+            upgrade: "once-bench-\(runID)-upgrade"
         )
+        let allTopics = [
+            topics.main, topics.prefix, topics.latency, topics.floor, topics.retentionLatency, topics.upgrade,
+        ]
         let admin = try await KafkaAdmin(bootstrapServers: brokers)
-        try await admin.createTopics(
-            [topics.main, topics.prefix, topics.latency, topics.floor].map {
-                KafkaTopicSpecification(name: $0, partitions: partitions)
-            })
+        try await admin.createTopics(allTopics.map { KafkaTopicSpecification(name: $0, partitions: partitions) })
         let produceStarted = ContinuousClock.now
-        if !steps.isDisjoint(with: ["read", "batched", "replay"]) {
+        if !steps.isDisjoint(with: ["read", "batched", "replay", "retention"]) {
             try await produce(workload.outgoing(topic: topics.main), brokers: brokers)
         }
         if steps.contains("per-record") {
@@ -248,15 +264,29 @@ struct OnceBench: AsyncParsableCommand {
                     "latency: p50 \(result.p50Milliseconds) ms, p99 \(result.p99Milliseconds) ms, max \(result.maxMilliseconds) ms"
                 )
             }
+            if steps.contains("retention") {
+                let result = try await RetentionStep.run(
+                    historyRows: historyRows, upgradeRows: upgradeRows, workloadTopic: topics.main, expectation: full,
+                    latencyTopic: topics.retentionLatency, upgradeTopic: topics.upgrade, partitions: partitions,
+                    accounts: accounts, rate: latencyRate, sessions: machine.cores, context: context, log: say)
+                report.retention = result
+                say(
+                    "retention: \(String(format: "%.2f", result.withHistoryOverEmpty))× beside the history; prune "
+                        + "\(String(format: "%.2f", result.prune.seconds)) s against a sweep of "
+                        + "\(String(format: "%.1f", result.prune.sweepSeconds)) s; p99 \(result.prune.quiet.p99Milliseconds) / "
+                        + "\(result.prune.duringPrune.p99Milliseconds) / \(result.prune.duringSweep.p99Milliseconds) ms "
+                        + "(without / prune / sweep); migrate \(String(format: "%.2f", result.upgrade.migrateSeconds)) s; "
+                        + "checks \(result.allChecks.allPassed ? "passed" : "FAILED")")
+            }
         } catch {
             say("a step failed: \(error)")
             report.failures.append("\(error)")
         }
 
         if keepTopics {
-            say("kept topics \(topics.main), \(topics.prefix), \(topics.latency), \(topics.floor)")
+            say("kept topics \(allTopics.joined(separator: ", "))")
         } else {
-            try? await admin.deleteTopics([topics.main, topics.prefix, topics.latency, topics.floor])
+            try? await admin.deleteTopics(allTopics)
         }
         await admin.close()
 
@@ -282,8 +312,8 @@ struct OnceBench: AsyncParsableCommand {
             + "peak RSS \(result.peakRSSBytes / 1_000_000) MB; checks \(result.checks.allPassed ? "passed" : "FAILED"))"
     }
 
-    /// Sends the records in large batches and waits for every acknowledgement.
-    private func produce(_ records: [KafkaOutgoingRecord], brokers: String) async throws {
+    /// The producer that fills the bench's topics before anything is timed: large batches.
+    static func bulkProducer(brokers: String) throws -> KafkaProducer {
         var configuration = KafkaProducerConfiguration(bootstrapServers: brokers)
         configuration.clientID = "once-bench-producer"
         configuration.linger = .milliseconds(20)
@@ -292,7 +322,12 @@ struct OnceBench: AsyncParsableCommand {
             "batch.num.messages": "10000", "batch.size": "1000000", "queue.buffering.max.messages": "1000000",
             "queue.buffering.max.kbytes": "1048576",
         ]
-        let producer = try KafkaProducer(configuration: configuration)
+        return try KafkaProducer(configuration: configuration)
+    }
+
+    /// Sends the records in large batches and waits for every acknowledgement.
+    private func produce(_ records: [KafkaOutgoingRecord], brokers: String) async throws {
+        let producer = try Self.bulkProducer(brokers: brokers)
         defer { Task { await producer.close() } }
         for start in stride(from: 0, to: records.count, by: 50_000) {
             let results = try await producer.send(Array(records[start..<min(start + 50_000, records.count)]))

@@ -129,6 +129,7 @@ struct BenchReport: Codable, Sendable {
     var ceiling: CeilingResult?
     var replay: ReplayResult?
     var latency: LatencyResult?
+    var retention: RetentionResult?
     var batchedOverPerRecord: Double?
     var batchedOverCeiling: Double?
     var targets: [Target]
@@ -166,6 +167,21 @@ struct BenchReport: Codable, Sendable {
                     "peak RSS of once run (batched)", value: Double(batched.peakRSSBytes) / 1e6, unit: "MB", atMost: 150
                 ))
         }
+        if let retention {
+            targets.append(
+                Target(
+                    "once run beside \(count(retention.history.rows)) rows of history ÷ into an empty table",
+                    value: retention.withHistoryOverEmpty, unit: "×", atLeast: 0.9))
+            targets.append(
+                Target(
+                    "once prune of a day partition (\(count(retention.prune.rows)) rows)",
+                    value: retention.prune.seconds,
+                    unit: "s", atMost: 1))
+            targets.append(
+                Target(
+                    "p99 latency during once prune ÷ without", value: retention.prune.pruneP99OverQuiet, unit: "×",
+                    atMost: 1.2))
+        }
         failures = []
         func collect(_ strategy: String, _ checks: [Check]?) {
             for check in checks?.failures ?? [] {
@@ -177,6 +193,7 @@ struct BenchReport: Codable, Sendable {
         collect("ceiling", ceiling?.checks)
         collect("replay", replay?.checks)
         collect("latency", latency?.checks)
+        collect("retention", retention?.allChecks)
         verdict = failures.isEmpty ? "correct" : "FAILED"
     }
 
@@ -259,6 +276,7 @@ struct BenchReport: Codable, Sendable {
         if let latency {
             lines.append("| peak RSS of `once run` (latency) | \(mb(latency.peakRSSBytes)) MB | VmHWM |")
         }
+        if let retention { lines += Self.retentionRows(retention) }
         lines.append("")
         lines.append("| target | this run | verdict |")
         lines.append("| --- | ---: | --- |")
@@ -276,7 +294,7 @@ struct BenchReport: Codable, Sendable {
         lines.append("| --- | --- |")
         for (strategy, checks) in [
             ("batched", batched?.checks), ("per-record", perRecord?.checks), ("ceiling", ceiling?.checks),
-            ("replay", replay?.checks), ("latency", latency?.checks),
+            ("replay", replay?.checks), ("latency", latency?.checks), ("retention", retention?.allChecks),
         ] {
             guard let checks else { continue }
             let failed = checks.failures.count
@@ -323,6 +341,44 @@ private func decimal(_ value: Double) -> String {
 private func seconds(_ value: Double) -> String { String(format: "%.1f s", value) }
 
 extension BenchReport {
+    /// The retention step's rows of the measures table.
+    static func retentionRows(_ r: RetentionResult) -> [String] {
+        let history = r.history
+        let prune = r.prune
+        let upgrade = r.upgrade
+        func slice(_ s: LatencySlice) -> String {
+            "\(ms(s.p50Milliseconds)) / \(ms(s.p99Milliseconds)) / \(ms(s.maxMilliseconds)) ms"
+        }
+        return [
+            "| retention: `once run` beside \(count(history.rows)) rows of history | \(count(r.withHistory.eventsPerSecond)) events/s | "
+                + "\(String(format: "%.2f", r.withHistoryOverEmpty))× the \(count(r.empty.eventsPerSecond)) events/s of the same "
+                + "run into an empty table (the best of \(r.rounds.count) alternating rounds: "
+                + r.rounds.map { "\(count($0[0])) / \(count($0[1]))" }.joined(separator: ", ")
+                + "); the history (group `\(history.group)`, \(mb(Int(history.bytes))) MB) over 7 day "
+                + "partitions, its claims in `\(r.workloadPartition)` beside \(count(r.workloadPartitionHistoryRows)) of them; "
+                + "made in \(seconds(history.seconds)) |",
+            "| retention: `once prune` of one day | \(String(format: "%.2f", prune.seconds)) s | `\(prune.partition)`, "
+                + "\(count(prune.rows)) rows, \(mb(Int(prune.bytes))) MB, detached concurrently and dropped; "
+                + "the process \(String(format: "%.2f", prune.processSeconds)) s launch to exit |",
+            "| retention: `DELETE` sweep of the same rows | \(seconds(prune.sweepSeconds)) | \(count(prune.sweepRows)) rows of "
+                + "a plain copy (`\(history.sweepTable)`, index on `processed_at`) in \(count(prune.sweepBatches)) statements "
+                + "of \(count(prune.sweepBatch)) |",
+            "| retention: latency p50 / p99 / max without | \(slice(prune.quiet)) | \(count(prune.offeredRate)) events/s "
+                + "to a running `once run` on the same database, \(count(prune.quiet.records)) records sent before either |",
+            "| retention: latency during `once prune` | \(slice(prune.duringPrune)) | p99 "
+                + "\(String(format: "%.2f", prune.pruneP99OverQuiet))× without; \(count(prune.duringPrune.records)) records "
+                + "sent from its start to 2 s after its end |",
+            "| retention: latency during the `DELETE` sweep | \(slice(prune.duringSweep)) | p99 "
+                + "\(String(format: "%.2f", prune.sweepP99OverQuiet))× without; \(count(prune.duringSweep.records)) records "
+                + "sent from its start to 2 s after its end |",
+            "| upgrade: `once migrate` to time partitions | \(String(format: "%.2f", upgrade.migrateSeconds)) s | "
+                + "\(count(upgrade.rows)) processed rows of the older schema (\(String(format: "%.2f", upgrade.migrateSecondsPerMillionRows)) s "
+                + "per million, launch to exit); then all \(count(upgrade.rows)) records again: "
+                + "\(count(upgrade.redeliveriesPerSecond)) records/s, "
+                + (upgrade.checks.allPassed ? "nothing applied twice |" : "**checks failed** |"),
+        ]
+    }
+
     /// "31, 45, 80, 120 ms": the p99 of each window, in order.
     static func windowP99s(_ windows: [[Double]]) -> String {
         windows.map { ms($0[2]) }.joined(separator: ", ") + " ms"

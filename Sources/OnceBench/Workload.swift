@@ -115,7 +115,9 @@ struct Workload: Sendable {
     static func accountID(_ account: Int) -> String { "acct-\(account)" }
 
     /// The record value: the contract's envelope, as a producer would write it.
-    static func envelope(eventID: String, logical: Logical, occurredMilliseconds: Int64) -> [UInt8] {
+    static func envelope(
+        eventID: String, logical: Logical, occurredMilliseconds: Int64, tenant: String = Workload.tenant
+    ) -> [UInt8] {
         let keyField = logical.kind == .charge ? "batch_id" : "grant_id"
         return Array(
             """
