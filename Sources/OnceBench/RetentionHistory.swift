@@ -116,6 +116,7 @@ struct History: Codable, Sendable {
         // The generation's dirty pages out of the way of what is measured next. The parent is not
         // analysed: that would analyse today's partitions too, empty (see `RetentionStep.settle`).
         try db.execute("CHECKPOINT")
+        RetentionStep.flushOperatingSystemCaches()
 
         let sizes = try db.query(
             """

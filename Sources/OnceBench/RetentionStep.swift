@@ -231,6 +231,15 @@ enum RetentionStep {
         ).map { try $0.decode(String.self, column: 0) }
         for table in tables { try db.execute("VACUUM (ANALYZE) \(table)") }
         try db.execute("CHECKPOINT")
+        flushOperatingSystemCaches()
+    }
+
+    /// Waits for the kernel to write back what the checkpoint (and the history before it) left
+    /// dirty in the page cache: otherwise that writeback runs during the next measurement, and
+    /// every WAL flush of a commit queues behind it (seen: p99 commit latency of seconds, commits
+    /// queued on the notification lock behind one slow flush).
+    static func flushOperatingSystemCaches() {
+        sync()
     }
 
     /// A running `once run` under a steady load of new events (its own group and tenant, today's
