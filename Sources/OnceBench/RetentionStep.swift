@@ -149,13 +149,6 @@ enum RetentionStep {
         for round in 1...scaleRounds {
             let emptyDatabase = try await BenchDatabase.fresh(
                 "once_bench_retention_empty", serverURL: context.serverURL, once: context.once)
-            // Both databases with `once_partitioning` analysed. Left as `once migrate` leaves it,
-            // the planner takes the one-row table for some 600 rows, prices the claim above
-            // `jit_above_cost`, and every session's first claims are JIT-compiled (1.6 s for one
-            // of 2,000 records against 32 ms without, here): which database had been analysed
-            // would decide the comparison, not the history.
-            try emptyDatabase.execute("ANALYZE once_partitioning")
-            try database.execute("ANALYZE once_partitioning")
             let empty = try await ConsumeStep.run(
                 strategy: "retention-empty-\(round)", on: emptyDatabase, topic: workloadTopic,
                 expectation: expectation, maxBatch: context.maxBatch, extraArguments: runArguments, context: context,
