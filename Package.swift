@@ -47,12 +47,61 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The pipeline: envelopes, the batch transaction, dead letters, offsets, outbox relay.
+        // Retry delays and the one cancellation-aware wait before a retry.
+        .target(name: "OnceBackoff"),
+        // The JSON parser and writer (strict, and faster than Foundation's: docs/benchmarks.md).
+        .target(name: "OnceJSON"),
+        // The event envelope: validation of a record's bytes, RFC 3339 timestamps, event data.
+        .target(name: "OnceEnvelope", dependencies: ["OnceJSON"]),
+        // The schema: migrations, time partitions, retention and partition maintenance.
         .target(
-            name: "OnceCore",
+            name: "OnceSchema",
             dependencies: [
-                "OnceKafka",
                 "OncePostgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The transactional outbox: what a transaction publishes, and the relay to the broker.
+        .target(
+            name: "OnceOutbox",
+            dependencies: [
+                "OnceBackoff",
+                "OnceJSON",
+                "OnceKafka",
+                "OnceSchema",
+                "OncePostgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The pipeline: handlers, the scheduler, stored positions, the batch transaction.
+        .target(
+            name: "OncePipeline",
+            dependencies: [
+                "OnceBackoff",
+                "OnceEnvelope",
+                "OnceJSON",
+                "OnceKafka",
+                "OnceOutbox",
+                "OncePostgres",
+                "OnceSchema",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // What operators do: replay, offset resets, dead-letter retries, status, audits.
+        .target(
+            name: "OnceOperations",
+            dependencies: [
+                "OnceBackoff",
+                "OnceEnvelope",
+                "OnceJSON",
+                "OnceKafka",
+                "OnceOutbox",
+                "OncePipeline",
+                "OncePostgres",
+                "OnceSchema",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -60,15 +109,24 @@ let package = Package(
         .target(
             name: "OnceDomain",
             dependencies: [
-                "OnceCore",
+                "OnceEnvelope",
+                "OnceJSON",
+                "OncePipeline",
                 "OncePostgres",
+                "OnceSchema",
             ]
         ),
         .executableTarget(
             name: "once",
             dependencies: [
-                "OnceCore",
+                "OnceBackoff",
                 "OnceDomain",
+                "OnceEnvelope",
+                "OnceJSON",
+                "OnceOperations",
+                "OnceOutbox",
+                "OncePipeline",
+                "OnceSchema",
                 "OnceKafka",
                 "OncePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -80,8 +138,14 @@ let package = Package(
         .executableTarget(
             name: "OnceBench",
             dependencies: [
-                "OnceCore",
+                "OnceBackoff",
                 "OnceDomain",
+                "OnceEnvelope",
+                "OnceJSON",
+                "OnceOperations",
+                "OnceOutbox",
+                "OncePipeline",
+                "OnceSchema",
                 "OnceKafka",
                 "OncePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -94,15 +158,29 @@ let package = Package(
         // awaiting conditions, and `once` run as a child process.
         .target(
             name: "OnceTestSupport",
-            dependencies: ["OnceCore", "OnceKafka", "OncePostgres"],
+            dependencies: [
+                "OnceEnvelope", "OnceJSON", "OnceKafka", "OnceOutbox", "OncePipeline", "OncePostgres", "OnceSchema",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             path: "Tests/OnceTestSupport"
         ),
         .testTarget(name: "OnceThreadsTests", dependencies: ["OnceThreads"]),
         .testTarget(name: "OnceKafkaTests", dependencies: ["OnceKafka", "OnceThreads"]),
         .testTarget(name: "OncePostgresTests", dependencies: ["OncePostgres"]),
-        .testTarget(name: "OnceCoreTests", dependencies: ["OnceCore", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
-        .testTarget(name: "OnceDomainTests", dependencies: ["OnceDomain", "OnceCore", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
-        .testTarget(name: "onceTests", dependencies: ["once", "OnceDomain", "OnceCore", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(name: "OnceBackoffTests", dependencies: ["OnceBackoff"]),
+        .testTarget(name: "OnceJSONTests", dependencies: ["OnceJSON"]),
+        .testTarget(name: "OnceEnvelopeTests", dependencies: ["OnceEnvelope", "OnceJSON", "OnceKafka"]),
+        .testTarget(name: "OnceSchemaTests", dependencies: ["OnceSchema"]),
+        .testTarget(name: "OnceOutboxTests", dependencies: ["OnceOutbox", "OncePipeline", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(
+            name: "OncePipelineTests",
+            dependencies: [
+                "OncePipeline", "OnceEnvelope", "OnceKafka", "OncePostgres", "OnceSchema", "OnceTestSupport",
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ]),
+        .testTarget(name: "OnceDomainTests", dependencies: ["OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(name: "onceTests", dependencies: ["once", "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -44,7 +44,7 @@ enum CeilingStep {
                 """, [.int(connections)])
         }
         let sessions = try await (0..<connections).asyncMap { index in
-            try await PostgresClient.connect(
+            try await PostgresSession.connect(
                 configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-ceiling-\(index)"),
                 threadName: "once-bench-ceiling-\(index)")
         }

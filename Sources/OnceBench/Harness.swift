@@ -168,7 +168,7 @@ final class CommitWatch: Sendable {
     private let task: Task<Void, Error>
 
     init(database: BenchDatabase, group: String, target: Int, interval: Duration = .milliseconds(10)) async throws {
-        let client = try await PostgresClient.connect(
+        let client = try await PostgresSession.connect(
             configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-watch"))
         let state = self.state
         task = Task {

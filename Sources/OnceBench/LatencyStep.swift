@@ -324,7 +324,7 @@ final class CommitObserver: Sendable {
     private let stopping = Locked(false)
 
     init(database: BenchDatabase, group: String) async throws {
-        let client = try await PostgresClient.connect(
+        let client = try await PostgresSession.connect(
             configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-observer"),
             threadName: "once-bench-observer")
         try await client.withConnection { db in try db.listen(channel: "once_outbox") }

@@ -1,8 +1,10 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
+import OnceJSON
+import OnceOperations
+import OncePipeline
 
 /// Replays a fully processed range: every partition of the batched run's topic, from offset 0
 /// to the last offset below its stored position, under the batched run's group. Every record's
@@ -41,7 +43,7 @@ enum ReplayStep {
         var registry = HandlerRegistry()
         Domain.register(into: &registry)
         let processor = RecordProcessor(consumerGroup: group, registry: registry)
-        let session = try await PostgresClient.connect(
+        let session = try await PostgresSession.connect(
             configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-replay"),
             threadName: "once-bench-replay")
 

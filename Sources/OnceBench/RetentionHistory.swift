@@ -91,7 +91,7 @@ struct History: Codable, Sendable {
         let next = Locked(0)
         let inserted = Locked([String: Int]())
         let clients = try await (0..<max(1, sessions)).asyncMap { index in
-            try await PostgresClient.connect(
+            try await PostgresSession.connect(
                 configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-history-\(index)"),
                 threadName: "once-bench-history-\(index)")
         }

@@ -305,7 +305,7 @@ enum RetentionStep {
             try await Task.sleep(for: tail + .seconds(1))
 
             // The sweep, on a session (and a thread) of its own, one statement per batch.
-            let sweeper = try await PostgresClient.connect(
+            let sweeper = try await PostgresSession.connect(
                 configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-sweep"),
                 threadName: "once-bench-sweep")
             let swept = ContinuousClock.now

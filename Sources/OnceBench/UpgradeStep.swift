@@ -1,8 +1,8 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
+import OnceSchema
 
 /// The upgrade to time partitions, on a database that an older `once` has been writing to.
 ///

@@ -1,5 +1,8 @@
-import OnceCore
 import OncePostgres
+import OnceEnvelope
+import OnceJSON
+import OnceOutbox
+import OncePipeline
 
 /// `batch_action.requested` v1: classify each device of a batch action exactly once.
 ///

@@ -1,4 +1,6 @@
-import OnceCore
+import OnceEnvelope
+import OncePipeline
+
 
 /// `batch.completed` v1: charge the batch's credits exactly once per (tenant, `batch_id`).
 ///

@@ -1,5 +1,7 @@
-import OnceCore
 import OncePostgres
+import OnceEnvelope
+import OnceOutbox
+import OncePipeline
 
 /// The two kinds of `credit_ledger` row.
 enum LedgerKind: String, Sendable {

@@ -1,4 +1,6 @@
-import OnceCore
+import OnceEnvelope
+import OncePipeline
+
 
 /// `credits.granted` v1: add credits exactly once per (tenant, `grant_id`).
 ///

@@ -1,6 +1,7 @@
 import Foundation
-import OnceCore
 import OncePostgres
+import OnceEnvelope
+import OnceJSON
 
 /// One device of the registry, as the batch-action rules read it.
 public struct DeviceRecord: Sendable, Hashable {
@@ -151,7 +152,7 @@ public struct DeviceImporter: Sendable {
                 throw fail("workflow_id", "must be 1 to 128 characters")
             }
             let deletedAt = field("deleted_at")
-            if let deletedAt, !RFC3339.isValid(deletedAt) {
+            if let deletedAt, !Timestamp.isValid(deletedAt) {
                 throw fail(
                     "deleted_at", "must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z, not \(quoted(deletedAt))"
                 )

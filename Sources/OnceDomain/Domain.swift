@@ -1,4 +1,6 @@
-import OnceCore
+import OncePipeline
+import OnceSchema
+
 
 /// The business side of `once`: credits (completions, grants), batch actions and jobs.
 ///

@@ -1,4 +1,5 @@
-import OnceCore
+import OnceSchema
+
 
 extension Migration {
     /// The domain's tables (CONTRACT.md §2), versions 100 and up. Every key starts with the

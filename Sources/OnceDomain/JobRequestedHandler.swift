@@ -1,5 +1,8 @@
-import OnceCore
 import OncePostgres
+import OnceEnvelope
+import OnceJSON
+import OnceOutbox
+import OncePipeline
 
 /// `job.requested` v1: one job per (tenant, `request_id`), however many emissions arrive.
 ///

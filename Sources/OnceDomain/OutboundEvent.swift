@@ -1,4 +1,7 @@
-import OnceCore
+import OnceEnvelope
+import OnceJSON
+import OnceOutbox
+
 
 /// An event this service publishes (CONTRACT.md §3), built into its outbox row.
 ///

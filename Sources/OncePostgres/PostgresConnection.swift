@@ -48,7 +48,7 @@ public enum PostgresIsolationLevel: Sendable, Hashable {
 /// One PostgreSQL session over libpq, with blocking calls.
 ///
 /// Threading: every call blocks its thread until the server answers, so call it only from a
-/// dedicated thread (a `ThreadConfined` resource, as `PostgresClient` does), never from the
+/// dedicated thread (a `ThreadConfined` resource, as `PostgresSession` does), never from the
 /// Swift cooperative pool. It is not `Sendable`: one owner thread at a time.
 ///
 /// Ownership: it owns its libpq handle and finishes it when closed or deinitialised.
@@ -450,7 +450,7 @@ public final class PostgresConnection {
     }
 }
 
-@available(*, unavailable, message: "PostgresConnection blocks and is not thread-safe; share a PostgresClient")
+@available(*, unavailable, message: "PostgresConnection blocks and is not thread-safe; share a PostgresSession")
 extension PostgresConnection: Sendable {}
 
 /// The statements of one `PostgresConnection.pipeline` call, collected by its `build` closure.

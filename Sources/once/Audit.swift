@@ -1,8 +1,8 @@
 import ArgumentParser
 import Logging
-import OnceCore
 import OnceDomain
 import OncePostgres
+import OnceJSON
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

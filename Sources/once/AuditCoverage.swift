@@ -1,9 +1,12 @@
 import ArgumentParser
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
+import OnceEnvelope
+import OnceJSON
+import OnceOperations
+import OncePipeline
 
 struct AuditCoverage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -72,7 +75,7 @@ struct AuditCoverage: AsyncParsableCommand {
             guard topic != nil else { throw ValidationError("--partition needs --topic") }
             guard partition >= 0 else { throw ValidationError("--partition must be 0 or more") }
         }
-        if let since, OperatorText.parseTime(since) == nil {
+        if let since, Timestamp.date(since) == nil {
             throw ValidationError("--since: `\(since)` is not an RFC 3339 time such as 2026-11-22T00:00:00Z")
         }
     }
@@ -99,7 +102,7 @@ struct AuditCoverage: AsyncParsableCommand {
             (topic.map { $0 == position.partition.topic } ?? true)
                 && (partition.map { $0 == position.partition.partition } ?? true)
         }
-        let windowStart = since.flatMap(OperatorText.parseTime) ?? settings.retention.cutoff(now: snapshot.asOf)
+        let windowStart = since.flatMap(Timestamp.date) ?? settings.retention.cutoff(now: snapshot.asOf)
 
         let registry = {
             var registry = HandlerRegistry()

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import Logging
-import OnceCore
 
 /// The flags every command that talks to the database or the broker shares.
 struct ConnectionOptions: ParsableArguments {

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
-import OnceCore
 import OnceDomain
 import OncePostgres
+import OnceJSON
+import OnceOperations
+import OncePipeline
 
 struct DeadLetters: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

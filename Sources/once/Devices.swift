@@ -1,5 +1,4 @@
 import ArgumentParser
-import OnceCore
 import OnceDomain
 
 struct Devices: AsyncParsableCommand {

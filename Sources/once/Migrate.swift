@@ -1,8 +1,8 @@
 import ArgumentParser
 import Logging
-import OnceCore
 import OnceDomain
 import OncePostgres
+import OnceSchema
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,9 +24,9 @@ struct Migrate: AsyncParsableCommand {
 }
 
 /// Opens a database session or fails with one clear line (within the connect timeout).
-func connectDatabase(_ url: String, logger: Logger) async throws -> PostgresClient {
+func connectDatabase(_ url: String, logger: Logger) async throws -> PostgresSession {
     do {
-        return try await PostgresClient.connect(
+        return try await PostgresSession.connect(
             configuration: PostgresConfiguration(url: url, connectTimeout: .seconds(5)), logger: logger)
     } catch {
         throw CommandFailure(oneLine("cannot reach the database: \(error)"))
@@ -35,7 +35,7 @@ func connectDatabase(_ url: String, logger: Logger) async throws -> PostgresClie
 
 /// Creates the time partitions a command is about to write to (a no-op when they exist), or
 /// fails with one line when the schema predates them.
-func ensurePartitions(_ client: PostgresClient) async throws {
+func ensurePartitions(_ client: PostgresSession) async throws {
     do {
         try await client.withConnection { db in try TimePartitions.ensure(on: db) }
     } catch let error as PostgresError where error.sqlState == "42P01" || error.sqlState == "42883" {

@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
-import OnceCore
 import OnceKafka
 import OncePostgres
+import OnceEnvelope
+import OnceJSON
+import OnceOperations
+import OncePipeline
 
 struct Offsets: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,7 +27,7 @@ struct Offsets: AsyncParsableCommand {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
-            let offsets = ConsumerOffsets(group: settings.groupID)
+            let offsets = StoredPositions(group: settings.groupID)
             let positions = try await database.readAndClose("consumer_offsets") { db in try offsets.positions(on: db) }
             switch format {
             case .json:
@@ -109,7 +112,7 @@ struct Offsets: AsyncParsableCommand {
                 throw ValidationError("give exactly one of --to-offset, --to-earliest, --to-latest, --to-time")
             }
             if let toOffset, toOffset < 0 { throw ValidationError("--to-offset must be 0 or more") }
-            if let toTime, OperatorText.parseTime(toTime) == nil {
+            if let toTime, Timestamp.date(toTime) == nil {
                 throw ValidationError("--to-time `\(toTime)` is not an RFC 3339 time such as 2026-11-22T10:00:00Z")
             }
         }
@@ -118,7 +121,7 @@ struct Offsets: AsyncParsableCommand {
             if let toOffset { return .offset(toOffset) }
             if toEarliest { return .earliest }
             if toLatest { return .latest }
-            let date = OperatorText.parseTime(toTime ?? "") ?? Date()
+            let date = Timestamp.date(toTime ?? "") ?? Date()
             return .time(milliseconds: Int64((date.timeIntervalSince1970 * 1000).rounded(.down)))
         }
 
@@ -152,7 +155,7 @@ struct Offsets: AsyncParsableCommand {
             }
 
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
-            let offsets = ConsumerOffsets(group: settings.groupID)
+            let offsets = StoredPositions(group: settings.groupID)
             let before: StoredPosition?
             let after: StoredPosition
             do {

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
 import Logging
-import OnceCore
 import OnceKafka
 import OncePostgres
+import OnceEnvelope
+import OnceJSON
+import OncePipeline
 
 // What the operator commands (replay, offsets, dlq) share: checking a partition on the broker,
 // quiet Kafka clients, tables, pretty JSON, hex dumps, times and a progress line.
@@ -29,7 +31,7 @@ enum TableOrJSON: String, ExpressibleByArgument, CaseIterable {
     case table, json
 }
 
-extension PostgresClient {
+extension PostgresSession {
     /// Runs one read and closes the session; a failure becomes one line naming what was read.
     func readAndClose<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         do {
@@ -135,16 +137,6 @@ enum OperatorText {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime]
         return formatter.string(from: date)
-    }
-
-    /// Reads an RFC 3339 timestamp (fractional seconds and offsets allowed).
-    static func parseTime(_ text: String) -> Date? {
-        guard RFC3339.isValid(text) else { return nil }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
     }
 }
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import OnceCore
 import OnceKafka
+import OnceJSON
 
 struct Produce: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

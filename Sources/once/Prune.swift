@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
-import OnceCore
 import OnceKafka
 import OncePostgres
+import OnceJSON
+import OnceSchema
 
 struct Prune: AsyncParsableCommand {
     typealias Format = TextOrJSON

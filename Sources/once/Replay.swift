@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
+import OnceJSON
+import OnceOperations
+import OncePipeline
 
 struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,7 +43,7 @@ struct Replay: AsyncParsableCommand {
     var format: Format = .text
 
     @Option(help: "Records per transaction.")
-    var batchSize = 2000
+    var batchSize = PipelineDefaults.maxBatchRecords
 
     func validate() throws {
         guard !topic.isEmpty else { throw ValidationError("--topic is empty") }

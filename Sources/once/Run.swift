@@ -1,10 +1,12 @@
 import ArgumentParser
 import Logging
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import ServiceLifecycle
+import OnceOutbox
+import OncePipeline
+import OnceSchema
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,7 +21,7 @@ struct Run: AsyncParsableCommand {
     var connections: Int = 4
 
     @Option(help: "The most records in one batch transaction.")
-    var maxBatch: Int = 2000
+    var maxBatch: Int = PipelineDefaults.maxBatchRecords
 
     @Option(help: "Keep processed ids, published outbox rows and resolved dead letters this long, then drop their partitions: 7d, 36h, P7D, never (env ONCE_RETENTION; default 7d).")
     var retention: String?
@@ -48,7 +50,6 @@ struct Run: AsyncParsableCommand {
 
         var registry = HandlerRegistry()
         Domain.register(into: &registry)
-        let pipeline = ConsumerPipeline(configuration: configuration, registry: registry, logger: logger)
         let relay = OutboxRelay(
             databaseURL: configuration.databaseURL, brokers: configuration.brokers,
             kafkaProperties: configuration.kafkaProperties, logger: Logger(label: "once.relay"))
@@ -57,23 +58,24 @@ struct Run: AsyncParsableCommand {
                 try db.query("SELECT NOT EXISTS (SELECT 1 FROM \(OutboxRelay.unpublishedRows))")[0].decode(Bool.self, column: 0)
             }) ?? false
         }
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
+        let pipeline = ConsumerPipeline(
+            configuration: configuration, registry: registry, untilIdle: untilIdle.map { .milliseconds(Int64($0 * 1000)) },
+            isQuiet: outboxPublished, logger: logger)
+        let maintenance = PartitionMaintenance(
+            databaseURL: configuration.databaseURL, retention: settings.retention, logger: Logger(label: "once.retention"))
+        // One lifecycle for the three: SIGTERM or SIGINT (or the pipeline caught up, with
+        // --until-idle) shuts all of them down gracefully; whatever still runs 30 s later is
+        // cancelled (a batch in flight is then abandoned, harmless behind its fence).
+        var lifecycle = ServiceGroupConfiguration(
                 services: [
-                    .init(
-                        service: PipelineService(pipeline: pipeline, untilIdle: untilIdle.map { .milliseconds(Int64($0 * 1000)) }, isQuiet: outboxPublished),
-                        successTerminationBehavior: .gracefullyShutdownGroup,
-                        failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: RelayService(relay: relay), failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(
-                        service: MaintenanceService(
-                            maintenance: PartitionMaintenance(
-                                databaseURL: configuration.databaseURL, retention: settings.retention,
-                                logger: Logger(label: "once.retention"))),
-                        failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: pipeline, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: relay, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: maintenance, failureTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+                logger: logger)
+        lifecycle.maximumGracefulShutdownDuration = .seconds(30)
+        let group = ServiceGroup(configuration: lifecycle)
         try await group.run()
         await control.close()
     }
@@ -92,47 +94,6 @@ struct Run: AsyncParsableCommand {
             } catch {
                 throw CommandFailure("cannot reach the broker at \(configuration.brokers): \(error)")
             }
-        }
-    }
-}
-
-/// The pipeline as a service: a graceful shutdown lets in-flight batches commit.
-struct PipelineService: Service {
-    let pipeline: ConsumerPipeline
-    let untilIdle: Duration?
-    let isQuiet: @Sendable () async -> Bool
-
-    func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await pipeline.run(untilIdle: untilIdle, isQuiet: isQuiet)
-        } onGracefulShutdown: {
-            pipeline.stop()
-        }
-    }
-}
-
-/// Partitions created ahead and pruned past the window, as a service.
-struct MaintenanceService: Service {
-    let maintenance: PartitionMaintenance
-
-    func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await maintenance.run()
-        } onGracefulShutdown: {
-            maintenance.stop()
-        }
-    }
-}
-
-/// The outbox relay as a service.
-struct RelayService: Service {
-    let relay: OutboxRelay
-
-    func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await relay.run()
-        } onGracefulShutdown: {
-            relay.stop()
         }
     }
 }

@@ -1,9 +1,12 @@
 import ArgumentParser
 import Foundation
 import Logging
-import OnceCore
 import OnceKafka
 import OncePostgres
+import OnceJSON
+import OnceOperations
+import OncePipeline
+import OnceSchema
 
 /// How `once status` prints its report.
 enum StatusFormat: String, ExpressibleByArgument, CaseIterable {

@@ -1,5 +1,4 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OncePostgres
 import Testing

@@ -1,10 +1,11 @@
 import Dispatch
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import Synchronization
 import Testing
+import OnceJSON
+import OncePipeline
 
 @Suite("Credits: completions and grants", .freshDatabase, .serialized, .timeLimit(.minutes(3)))
 struct CreditsTests {
@@ -31,7 +32,7 @@ struct CreditsTests {
             let row = try #require(
                 h.db.query(
                     """
-                    SELECT topic, message_key, payload, headers->>'once-event-id' FROM outbox
+                    SELECT topic, message_key, payload, (SELECT h->>'value' FROM jsonb_array_elements(headers) h WHERE h->>'name' = 'once-event-id') FROM outbox
                     WHERE tenant_id = $1 AND event_type = 'credits.charged'
                     """,
                     [.text(h.tenant)]

@@ -1,4 +1,3 @@
-import OnceCore
 import OnceDomain
 import OncePostgres
 import Testing

@@ -1,7 +1,7 @@
-import OnceCore
 import OnceDomain
 import OncePostgres
 import Testing
+import OnceJSON
 
 @Suite("Jobs: one job per request", .freshDatabase, .serialized, .timeLimit(.minutes(3)))
 struct JobsTests {

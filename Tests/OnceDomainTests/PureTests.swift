@@ -1,8 +1,9 @@
-import OnceCore
 import OncePostgres
 import Testing
 
 @testable import OnceDomain
+import OnceEnvelope
+import OnceJSON
 
 @Suite("SHA-1 and name-based UUIDs")
 struct NameBasedUUIDTests {

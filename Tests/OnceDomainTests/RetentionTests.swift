@@ -1,10 +1,10 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+import OnceSchema
 
 /// Time partitions one second wide, so that boundaries pass and partitions leave the window
 /// within a test.

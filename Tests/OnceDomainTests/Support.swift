@@ -1,9 +1,11 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import Testing
+import OnceJSON
+import OncePipeline
+import OnceSchema
 
 // MARK: - A fresh database per suite
 

@@ -1,10 +1,12 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+import OnceJSON
+import OncePipeline
+import OnceSchema
 
 /// Migration 4 on a populated database: the history made under the old key (group, event id)
 /// keeps every record it has seen from applying again. The bench's upgrade step does the same

@@ -87,7 +87,7 @@ struct ErrorTests {
 
     @Test func clientConnectFailureIsTyped() async throws {
         do {
-            _ = try await PostgresClient.connect(url: "postgresql://postgres@127.0.0.1:1/postgres")
+            _ = try await PostgresSession.connect(url: "postgresql://postgres@127.0.0.1:1/postgres")
             Issue.record("connecting to port 1 succeeded")
         } catch let error as PostgresError {
             #expect(error.kind == .connectFailed)

@@ -100,8 +100,8 @@ struct ReconnectTests {
     /// The same through the async client: the connection lives on its own thread.
     @Test func clientReconnectsAfterTermination() async throws {
         let url = try databaseURL()
-        let client = try await PostgresClient.connect(url: url)
-        let killer = try await PostgresClient.connect(url: url)
+        let client = try await PostgresSession.connect(url: url)
+        let killer = try await PostgresSession.connect(url: url)
         let firstPID = try #require(await client.withConnection { $0.backendPID })
         let done = try await killer.withConnection { connection in
             try connection.query("SELECT pg_terminate_backend($1, 10000)", [.int32(firstPID)]).first?.decode(

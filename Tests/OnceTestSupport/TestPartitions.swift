@@ -1,5 +1,5 @@
-import OnceCore
 import OncePostgres
+import OnceSchema
 
 /// Time partitions of a test database with a tiny interval, so that a test can see a
 /// partition boundary pass, or a partition age out of the window, within seconds.

@@ -1,10 +1,12 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+import OnceJSON
+import OncePipeline
+import OnceSchema
 
 /// Builds the credit tables through the real pipeline transaction (`RecordProcessor` with the
 /// domain's handlers), as `once run` would, for one consumer group.

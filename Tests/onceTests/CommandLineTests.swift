@@ -1,8 +1,8 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceTestSupport
 import Testing
+import OnceSchema
 
 @Suite(.timeLimit(.minutes(3)))
 struct CommandLineTests {

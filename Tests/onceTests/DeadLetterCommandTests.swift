@@ -1,5 +1,4 @@
 import Foundation
-import OnceCore
 import OnceTestSupport
 import Testing
 

@@ -1,10 +1,11 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+import OnceJSON
+import OnceSchema
 
 /// A database, a topic, a group and a tenant of their own for the operator commands' tests
 /// (replay, offsets, dlq), with `once` run as a child process against them.

@@ -1,10 +1,11 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+import OnceJSON
+import OnceSchema
 
 /// `once prune`, `once status`'s retention section and `once run`'s own pruning, against
 /// one-second partitions.

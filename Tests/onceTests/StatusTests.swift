@@ -1,10 +1,13 @@
 import Foundation
-import OnceCore
 import OnceDomain
 import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+import OnceJSON
+import OnceOperations
+import OncePipeline
+import OnceSchema
 
 @Suite("once status: merging the database and the broker")
 struct StatusReportTests {

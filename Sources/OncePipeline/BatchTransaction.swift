@@ -1,0 +1,329 @@
+import OnceKafka
+import OncePostgres
+import OnceOutbox
+import OnceSchema
+
+/// The transaction that makes a batch's effects happen exactly once.
+///
+/// For the batches of one or more partitions, in one transaction: move each partition's stored
+/// position (only under the claiming generation and from where its batch starts: the zombie
+/// fence), claim each event id in `processed_messages` (ids already there are redeliveries and
+/// are skipped), run the handlers on the new events in offset order, record outcomes other than
+/// `applied`, write dead letters with their outbox rows, run what handlers left for the end
+/// (writes to rows that other partitions' transactions wait for, so they stay locked only until
+/// the commit right after), and NOTIFY the relay. A handler that fails for good on some record
+/// makes the batch run again with that handler's runs bisected under savepoints, so only the
+/// failing record is dead-lettered. Blocking: runs on a database thread. Transient
+/// `PostgresError`s propagate for the caller to retry; `BatchFenced` means a partition moved on.
+///
+/// Replays and dead-letter retries run this same transaction in another `TransactionMode`.
+package struct BatchTransaction: Sendable {
+    package var group: String
+    package var registry: HandlerRegistry
+    package var deadLetterTopic: String
+
+    package init(group: String, registry: HandlerRegistry, deadLetterTopic: String) {
+        self.group = group
+        self.registry = registry
+        self.deadLetterTopic = deadLetterTopic
+    }
+
+    /// The batches of one or more partitions in one transaction (`once run` joins the
+    /// partitions that are waiting when a session frees up): each is fenced on its own; dedup,
+    /// handlers and the outbox take all their records at once, each partition's in offset
+    /// order. A fenced part fails the whole transaction with its `BatchFenced`, and nothing is
+    /// written.
+    package func commit(_ parts: [BatchPart], mode: TransactionMode, on db: PostgresConnection) throws -> BatchSummary {
+        do {
+            do {
+                return try attempt(parts, mode: mode, isolating: false, on: db)
+            } catch is HandlerFailure {
+                return try attempt(parts, mode: mode, isolating: true, on: db)
+            }
+        } catch let rollback as DryRunRollback {
+            return rollback.summary
+        }
+    }
+
+    private func attempt(_ parts: [BatchPart], mode: TransactionMode, isolating: Bool, on db: PostgresConnection) throws -> BatchSummary {
+        try db.transaction { tx in
+            // 1. The fence: this owner, this generation, from where each batch starts.
+            //    In partition order, so that two transactions fencing the same partitions (a
+            //    zombie's and its successor's) queue instead of deadlocking.
+            if case .consume(let fences) = mode {
+                let positions = StoredPositions(group: group)
+                for part in parts.sorted(by: { $0.batch.partition < $1.batch.partition }) {
+                    let partition = part.batch.partition
+                    try positions.advance(partition, under: fences[partition]!, to: part.batch.nextOffset, on: tx)
+                }
+            }
+            let records = parts.count == 1 ? parts[0].records : parts.flatMap(\.records)
+
+            // (retry) The dead letter gives up its claim, so that its record counts as new again.
+            if case .deadLetterRetry(let retrying) = mode {
+                try retrying.releaseClaim(of: records, group: group, on: tx)
+            }
+
+            // 2. Dedup: the first record of each (tenant, id) in the batch, claimed in
+            //    processed_messages, in the time partition of its own `occurred_at` (clamped
+            //    to the partitions that exist; `TimePartitions`): every copy of a record lands
+            //    in the same partition, whose unique index decides. New ids are filtered by an
+            //    index-only probe of that one partition before the insert (a redelivery or a
+            //    replay then costs a lookup, not a refused insert: about twice as fast in a
+            //    storm of them), and of the pre-upgrade history while it is inside the window
+            //    (the legacy partition, keyed by id alone; pruned away, it costs nothing); the
+            //    conflict clause still settles races. OFFSET 0 keeps each probe per id: as a
+            //    join, the planner may hash the group's whole history instead.
+            //    Each claimed row's bucket and ctid come back, so that step 4 finds it without
+            //    a lookup.
+            var seen = Set<ClaimKey>()
+            let candidates = records.filter { seen.insert($0.claimKey).inserted }
+            let claimed = Dictionary(uniqueKeysWithValues: try tx.query(
+                prepared: "once_claim",
+                """
+                INSERT INTO processed_messages
+                    (consumer_group, tenant_id, event_id, bucket, topic, partition, kafka_offset, event_type, outcome)
+                SELECT $1, e.tenant, e.id, e.bucket, e.topic, e.partition::integer, e.off, e.type, e.outcome
+                FROM (
+                    SELECT u.*, \(TimePartitions.claimBucket(at: "'epoch'::timestamptz + u.at * interval '1 microsecond'", window: "w")) AS bucket
+                    FROM once_partitioning w,
+                         unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+                             AS u(topic, partition, id, off, type, tenant, outcome, at)
+                ) e
+                WHERE NOT EXISTS (
+                        SELECT 1 FROM processed_messages d
+                        WHERE d.bucket = e.bucket AND d.consumer_group = $1 AND d.tenant_id = e.tenant AND d.event_id = e.id
+                        OFFSET 0)
+                  AND NOT EXISTS (
+                        SELECT 1 FROM processed_messages l
+                        WHERE l.bucket = '-infinity' AND l.consumer_group = $1 AND l.event_id = e.id
+                          AND (l.tenant_id = e.tenant OR l.tenant_id IS NULL)
+                        OFFSET 0)
+                ON CONFLICT DO NOTHING
+                RETURNING tenant_id, event_id, bucket::text, ctid::text
+                """,
+                [.text(group), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
+                 .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
+                 .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.claimTenant)),
+                 .textArray(candidates.map(\.provisionalOutcome.rawValue)),
+                 .int64Array(candidates.map(\.claimTimeMicroseconds))]
+            ).map {
+                (ClaimKey(tenantID: try $0.decode(String.self, column: 0), eventID: try $0.decode(String.self, column: 1)),
+                 ClaimedRow(bucket: try $0.decode(String.self, column: 2), ctid: try $0.decode(String.self, column: 3)))
+            })
+            let new = candidates.filter { claimed[$0.claimKey] != nil }
+
+            // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
+            let outbox = OutboxWriter()
+            let finale = TransactionFinale(runsAtOnce: isolating)
+            let context = HandlerContext(connection: tx, consumerGroup: group, outbox: outbox, finale: finale)
+            var outcomes: [(ClaimKey, EventOutcome)] = []
+            let rejected = new.compactMap(DeadLetter.init(invalid:))
+            var deadLetters = rejected
+            for run in new.eventRuns() {
+                let apply = registry.entries[run[0].envelope.type]!.apply
+                if isolating {
+                    try applyIsolating(run, apply, context, &outcomes, &deadLetters)
+                } else {
+                    outcomes += zip(run.map(\.claimKey), try asHandlerFailure { try apply(run, context) })
+                }
+            }
+
+            // 4. Outcomes other than the provisional `applied`, one statement per outcome and
+            //    partition, by the rows' ctids (stable: no other transaction sees these rows
+            //    before the commit; the bucket prunes the statement to that one partition).
+            let changed = Dictionary(grouping: outcomes.filter { $0.1 != .applied }) {
+                OutcomeUpdate(outcome: $0.1, bucket: claimed[$0.0]!.bucket)
+            }
+            for (update, rows) in changed.sorted(by: { ($0.key.outcome.rawValue, $0.key.bucket) < ($1.key.outcome.rawValue, $1.key.bucket) }) {
+                try tx.query(
+                    prepared: "once_outcome",
+                    "UPDATE processed_messages SET outcome = $1 WHERE bucket = $2::timestamptz AND ctid = ANY($3::text[]::tid[])",
+                    [.text(update.outcome.rawValue), .text(update.bucket), .textArray(rows.map { claimed[$0.0]!.ctid })])
+            }
+
+            // 5. Dead letters, each with its record on the dead-letter topic (a retried one
+            //    settles its own row instead: resolved, or failed again).
+            if case .deadLetterRetry(let retrying) = mode {
+                try retrying.settle(failedAgain: deadLetters.first, on: tx)
+            } else {
+                try DeadLetter.write(deadLetters, group: group, topic: deadLetterTopic, context: context)
+            }
+
+            // 6. What handlers left for the end (`atCommit`: the hot rows other partitions wait
+            //    for, locked as briefly as can be); then wake the relay, and commit.
+            for work in finale.work { try asHandlerFailure { try work(context) } }
+            if outbox.inserted > 0 { try tx.notify(channel: OutboxWriter.channel) }
+
+            let summary = BatchSummary(
+                outcomes: outcomes.map(\.1) + rejected.map { _ in .deadLettered },
+                duplicates: records.count - new.count,
+                outboxRows: outbox.inserted,
+                deadLetters: deadLetters.map(\.note))
+            // A dry run ends here: the error rolls the transaction back and carries the summary out.
+            if case .dryRun = mode { throw DryRunRollback(summary: summary) }
+            return summary
+        }
+    }
+
+    /// Applies `run` under a savepoint; if the handler fails for good, splits the run in halves
+    /// and tries each, down to the single record that fails, which becomes a dead letter.
+    private func applyIsolating(
+        _ run: [DecodedEvent], _ apply: ([DecodedEvent], HandlerContext) throws -> [EventOutcome],
+        _ context: HandlerContext, _ outcomes: inout [(ClaimKey, EventOutcome)], _ deadLetters: inout [DeadLetter]
+    ) throws {
+        do {
+            let applied = try context.connection.savepoint("once_isolate") { _ in try asHandlerFailure { try apply(run, context) } }
+            outcomes += zip(run.map(\.claimKey), applied)
+        } catch let failure as HandlerFailure {
+            guard run.count > 1 else {
+                deadLetters.append(DeadLetter(failed: run[0], reason: failure.description))
+                outcomes.append((run[0].claimKey, .deadLettered))
+                return
+            }
+            let middle = run.count / 2
+            try applyIsolating(Array(run[..<middle]), apply, context, &outcomes, &deadLetters)
+            try applyIsolating(Array(run[middle...]), apply, context, &outcomes, &deadLetters)
+        }
+    }
+}
+
+/// A claimed `processed_messages` row: its partition's bucket (as text) and its place there.
+private struct ClaimedRow {
+    var bucket: String
+    var ctid: String
+}
+
+/// One outcome update statement's scope.
+private struct OutcomeUpdate: Hashable {
+    var outcome: EventOutcome
+    var bucket: String
+}
+
+/// How a batch transaction treats the stored positions and its ending: the one value that
+/// tells `once run`'s transaction from a replay's, a dry run's and a dead-letter retry's.
+package enum TransactionMode: Sendable {
+    /// `once run`: each partition's position moves under the claim it was batched with (the
+    /// fence); a partition claimed by another member or reset since fails the transaction.
+    case consume(fences: [TopicPartition: PartitionFence])
+    /// A replay: the stored positions are neither checked nor moved.
+    case replay
+    /// A replay that rolls back at its end: the summary tells what would have happened.
+    case dryRun
+    /// A dead letter's record re-driven after a fix: the dead letter's claim is released
+    /// before the dedup step, and its row is settled instead of a new one written, so that the
+    /// re-drive and its bookkeeping commit together.
+    case deadLetterRetry(RetriedDeadLetter)
+}
+
+/// One partition's share of a batch transaction: its batch, and what validation made of each
+/// of its records.
+package struct BatchPart: Sendable {
+    package var batch: PartitionBatch
+    package var records: [BatchRecord]
+
+    package init(batch: PartitionBatch, records: [BatchRecord]) {
+        self.batch = batch
+        self.records = records
+    }
+}
+
+/// What one committed batch transaction did.
+package struct BatchSummary: Sendable {
+    package var outcomes: [EventOutcome]
+    /// Records skipped because their event id was already processed (or repeated in the batch).
+    package var duplicates: Int
+    package var outboxRows: Int
+    /// Why records of the batch were dead-lettered, in the order they were.
+    package var deadLetters: [DeadLetterNote] = []
+}
+
+/// Carries a dry run's summary out of the transaction it rolls back.
+private struct DryRunRollback: Error {
+    var summary: BatchSummary
+}
+
+/// A handler's failure that is not transient: the record is at fault, not the database.
+struct HandlerFailure: Error, CustomStringConvertible {
+    var underlying: any Error
+    var description: String { "\(underlying)" }
+}
+
+/// Runs handler code, turning every error that retrying cannot cure into `HandlerFailure`.
+private func asHandlerFailure<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as PostgresError where error.isTransient {
+        throw error
+    } catch {
+        throw HandlerFailure(underlying: error)
+    }
+}
+
+extension BatchRecord {
+    package var record: KafkaRecord {
+        switch self {
+        case .event(let event): return event.record
+        case .invalid(let record, _): return record
+        }
+    }
+
+    package var offset: Int64 { record.offset }
+    var topic: String { record.topic }
+    var partition: Int32 { record.partition }
+
+    var eventType: String? {
+        switch self {
+        case .event(let event): return event.envelope.type
+        case .invalid: return nil
+        }
+    }
+
+    var tenantID: String? {
+        switch self {
+        case .event(let event): return event.envelope.tenantID
+        case .invalid: return nil
+        }
+    }
+
+    var provisionalOutcome: EventOutcome {
+        switch self {
+        case .event: return .applied
+        case .invalid: return .deadLettered
+        }
+    }
+}
+
+extension Array where Element == BatchRecord {
+    /// Consecutive valid events of one type (or sharing one `CommandSharedAcrossTypes` command
+    /// type), in offset order: each run is one handler call.
+    func eventRuns() -> [[DecodedEvent]] {
+        var runs: [[DecodedEvent]] = []
+        for case .event(let event) in self {
+            if let last = runs.last?.last, last.sharesRun(with: event) {
+                runs[runs.count - 1].append(event)
+            } else {
+                runs.append([event])
+            }
+        }
+        return runs
+    }
+}
+
+/// A handler command that events of several types share, so that consecutive events of those
+/// types make one run, applied in one handler call in offset order (by the handler of the
+/// run's first event) instead of one call per type. Every handler whose `Command` is such a
+/// type must apply any event carrying it, whatever its envelope type.
+///
+/// The credit handlers use it: a partition's interleaved charges and grants are posted by one
+/// statement, which locks accounts in one order (two statements per transaction could
+/// deadlock with another partition's) and costs one round trip instead of one per run.
+public protocol CommandSharedAcrossTypes: Sendable {}
+
+extension DecodedEvent {
+    func sharesRun(with next: DecodedEvent) -> Bool {
+        if envelope.type == next.envelope.type { return true }
+        return command is any CommandSharedAcrossTypes
+            && ObjectIdentifier(type(of: command)) == ObjectIdentifier(type(of: next.command))
+    }
+}

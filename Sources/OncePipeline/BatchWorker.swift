@@ -1,0 +1,86 @@
+import Logging
+import OnceBackoff
+import OnceKafka
+import OncePostgres
+import ServiceLifecycle
+
+/// Runs batches on the database sessions, retrying transient failures with backoff.
+///
+/// A dispatch runs in the task that `run` is called from (a child of the pipeline's work
+/// group); the dispatches its end frees are run as children of that task, so every batch is
+/// part of the pipeline's task tree. Cancellation abandons a batch between attempts (nothing of
+/// it was written: the fence keeps a later attempt harmless).
+struct BatchWorker: Sendable {
+    let table: PartitionTable
+    let sessions: [PostgresSession]
+    let claims: PartitionClaims
+    let logger: Logger
+    let backoff: Backoff
+    let processor: RecordProcessor
+
+    /// Runs `dispatch`, then whatever its end lets start, unless the pipeline is shutting down
+    /// (its batches in flight commit; buffered records wait for the partition's next owner).
+    func run(_ dispatch: PartitionTable.Dispatch) async {
+        let next = await process(dispatch)
+        guard !Task.isShuttingDownGracefully && !Task.isCancelled else { return }
+        await withDiscardingTaskGroup { group in
+            for dispatch in next { group.addTask { await run(dispatch) } }
+        }
+    }
+
+    private func process(_ dispatch: PartitionTable.Dispatch) async -> [PartitionTable.Dispatch] {
+        let fences = Dictionary(uniqueKeysWithValues: dispatch.parts.map { ($0.batch.partition, $0.fence) })
+        let processor = self.processor
+        var parts = dispatch.parts.map { part in
+            BatchPart(batch: part.batch, records: part.batch.records.map(processor.decoder.decode))
+        }
+        var attempt = 0
+        var ends = [PartitionTable.BatchEnd](repeating: .abandoned, count: parts.count)
+        var fencedPartitions: [TopicPartition] = []
+        func index(of partition: TopicPartition) -> Int {
+            dispatch.parts.firstIndex { $0.batch.partition == partition }!
+        }
+        while true {
+            // Only the partitions this member still holds (a rebalance may take some away).
+            parts.removeAll { !table.holds($0.batch.partition, generation: fences[$0.batch.partition]!.generation) }
+            guard !parts.isEmpty else { break }
+            do {
+                let work = parts
+                _ = try await sessions[dispatch.connection].withConnection { db in
+                    try processor.commit(work, mode: .consume(fences: fences), on: db)
+                }
+                for part in parts {
+                    ends[index(of: part.batch.partition)] = .committed(nextOffset: part.batch.nextOffset)
+                    logger.debug(
+                        "batch committed",
+                        metadata: [
+                            "once.partition": "\(part.batch.partition)", "once.records": "\(part.batch.records.count)",
+                            "once.next_offset": "\(part.batch.nextOffset)",
+                        ])
+                }
+                break
+            } catch let fenced as BatchFenced {
+                // Nothing was written: that partition re-reads its position, the others go again.
+                logger.notice("\(fenced); re-reading its position")
+                ends[index(of: fenced.partition)] = .fenced
+                fencedPartitions.append(fenced.partition)
+                parts.removeAll { $0.batch.partition == fenced.partition }
+            } catch {
+                attempt += 1
+                if attempt == 1 { for part in parts { table.retrying(part.batch.partition) } }
+                let delay = backoff.delay(attempt: attempt)
+                let level: Logger.Level = (error as? PostgresError)?.isTransient == true ? .warning : .error
+                let names = parts.map { "\($0.batch.partition)" }.joined(separator: ", ")
+                logger.log(level: level, "batch on \(names) failed (attempt \(attempt)), retrying in \(delay): \(error)")
+                do {
+                    try await Task.sleep(for: delay)
+                } catch {
+                    break  // cancelled: abandoned, as the ends say
+                }
+            }
+        }
+        let next = table.finished(dispatch, ends)
+        for partition in fencedPartitions { await claims.reload(partition) }
+        return next
+    }
+}

@@ -1,0 +1,201 @@
+import Logging
+import OnceBackoff
+import OnceKafka
+import OncePostgres
+import ServiceLifecycle
+
+/// `once run`'s engine, as a `Service`: consumes the group, batches each partition's records
+/// and commits every batch through `BatchTransaction` on a pool of database sessions.
+///
+/// Lifecycle: `run` joins the group and returns on graceful shutdown (in-flight batches commit,
+/// Kafka offsets are committed, the group is left) or, with `untilIdle`, once the pipeline has
+/// been caught up for that long. Every task it starts is a child of `run` (the batches, the
+/// claims, the reset check), so none outlives it; cancellation ends the retry loops at once and
+/// `run` still leaves the group. Blocking work happens on the consumer's and the sessions' own
+/// threads. Errors: `run` throws only when it cannot start (bad configuration, no database at
+/// start-up) or the consumer fails; later failures (database or broker away) are retried with
+/// backoff and logged.
+public final class ConsumerPipeline: Service, Sendable {
+    public let configuration: PipelineConfiguration
+    /// How often idle partitions are checked for an operator's reset (`once offsets reset`).
+    static let resetCheckInterval: Duration = .seconds(1)
+    private let processor: RecordProcessor
+    private let untilIdle: Duration?
+    private let isQuiet: @Sendable () async -> Bool
+    private let logger: Logger
+
+    /// With `untilIdle`, `run` returns once caught up for that long and `isQuiet` holds (for
+    /// example "the outbox is published").
+    public init(
+        configuration: PipelineConfiguration, registry: HandlerRegistry, untilIdle: Duration? = nil,
+        isQuiet: @escaping @Sendable () async -> Bool = { true }, logger: Logger = Logger(label: "once.pipeline")
+    ) {
+        self.configuration = configuration
+        self.processor = RecordProcessor(
+            consumerGroup: configuration.consumerGroup, registry: registry, deadLetterTopic: configuration.deadLetterTopic,
+            maxRecordBytes: configuration.maxRecordBytes)
+        self.untilIdle = untilIdle
+        self.isQuiet = isQuiet
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let config = configuration
+        let logger = self.logger
+        var sessions: [PostgresSession] = []
+        for index in 0..<config.connections {
+            sessions.append(try await PostgresSession.connect(
+                configuration: PostgresConfiguration(
+                    url: config.databaseURL, applicationName: "once-worker-\(index)",
+                    // Short set-based statements: compiling one costs more than it could save.
+                    settings: ["jit": "off"]),
+                logger: logger, threadName: "once-db-\(index)"))
+        }
+        let control = try await PostgresSession.connect(
+            configuration: PostgresConfiguration(url: config.databaseURL, applicationName: "once-control"), logger: logger)
+        let table = PartitionTable(connections: config.connections, maxBatch: config.maxBatchRecords, pauseAbove: config.maxBufferedRecordsPerPartition)
+        let consumer: KafkaConsumer
+        do {
+            consumer = try await KafkaConsumer(
+                configuration: consumerConfiguration(), rebalanceListener: RevokeListener(table: table, logger: logger), logger: logger)
+        } catch {
+            for session in sessions { await session.close() }
+            await control.close()
+            throw error
+        }
+        let claims = PartitionClaims(
+            positions: StoredPositions(group: config.consumerGroup), owner: config.memberID, control: control, table: table,
+            logger: logger)
+        let worker = BatchWorker(
+            table: table, sessions: sessions, claims: claims, logger: logger, backoff: Backoff(cap: config.maxRetryDelay),
+            processor: processor)
+        defer { logger.info("pipeline stopped") }
+
+        let failure: (any Error)?
+        do {
+            try await consumer.subscribe(topics: config.topics)
+            logger.info("joined", metadata: ["once.group": "\(config.consumerGroup)", "once.topics": "\(config.topics)"])
+            try await withThrowingTaskGroup(of: Void.self) { background in
+                // An operator's reset of an idle partition fences no batch: look for one every second.
+                background.addTask {
+                    while true {
+                        try await Task.sleep(for: Self.resetCheckInterval)
+                        await claims.checkForResets()
+                    }
+                }
+                defer { background.cancelAll() }
+                // The batches and claims: this group ends only when the last of them has, so
+                // leaving it is the graceful stop's "let in-flight batches commit".
+                try await withThrowingDiscardingTaskGroup { work in
+                    try await poll(consumer, table: table, claims: claims, worker: worker, work: &work)
+                }
+            }
+            failure = nil
+        } catch is CancellationError {
+            failure = nil
+        } catch {
+            failure = error
+        }
+
+        // Record positions in Kafka and leave the group, also after a cancellation.
+        var last = table.takeConsumerActions()
+        last.pause = []
+        last.resume = []
+        last.seek = [:]
+        if !config.commitToKafka { last.commit = [:] }
+        await perform(last, on: consumer, table: table, waitForCommit: true)
+        await consumer.close()
+        for session in sessions { await session.close() }
+        await control.close()
+        if let failure { throw failure }
+    }
+
+    /// The poll loop: until graceful shutdown, cancellation or (`untilIdle`) caught up.
+    private func poll(
+        _ consumer: KafkaConsumer, table: PartitionTable, claims: PartitionClaims, worker: BatchWorker,
+        work: inout ThrowingDiscardingTaskGroup<any Error>
+    ) async throws {
+        let config = configuration
+        var lastKafkaCommit = ContinuousClock.now
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let polled: KafkaPollResult
+            do {
+                polled = try await consumer.poll(maxRecords: config.maxBatchRecords, timeout: .milliseconds(20))
+            } catch {
+                logger.error("consumer failed: \(error)")
+                throw error
+            }
+            for event in polled.rebalances {
+                if case .assigned(let partitions) = event {
+                    let toClaim = table.assigned(partitions)
+                    if !toClaim.isEmpty { work.addTask { await claims.claim(toClaim) } }
+                }
+            }
+            for error in polled.errors { logger.warning("kafka: \(error)") }
+            for dispatch in table.ingest(polled.records) { work.addTask { await worker.run(dispatch) } }
+
+            var actions = table.takeConsumerActions()
+            if config.commitToKafka == false || ContinuousClock.now - lastKafkaCommit < .seconds(1) {
+                table.requeueCommits(actions.commit)
+                actions.commit = [:]
+            }
+            // The Kafka commit is a courtesy to tools reading the group's offsets (the database
+            // holds the positions): the poll loop does not wait for the broker's answer.
+            await perform(actions, on: consumer, table: table, waitForCommit: false)
+            if !actions.commit.isEmpty { lastKafkaCommit = .now }
+
+            if let untilIdle, let quiet = table.quietSince(), ContinuousClock.now - quiet >= untilIdle, await isQuiet() {
+                logger.info("caught up for \(untilIdle); stopping")
+                return
+            }
+        }
+    }
+
+    private func perform(
+        _ actions: PartitionTable.ConsumerActions, on consumer: KafkaConsumer, table: PartitionTable, waitForCommit: Bool
+    ) async {
+        guard !actions.isEmpty else { return }
+        if !actions.pause.isEmpty { try? await consumer.pause(Array(actions.pause)) }
+        for (partition, offset) in actions.seek {
+            do {
+                try await consumer.seek(partition, to: offset)
+                table.seeksDone([partition])
+            } catch {
+                logger.warning("seek \(partition) to \(offset) failed, trying again: \(error)")
+                table.retrySeek(partition, offset)
+            }
+        }
+        if !actions.resume.isEmpty { try? await consumer.resume(Array(actions.resume)) }
+        if !actions.commit.isEmpty {
+            do {
+                try await consumer.commit(actions.commit, wait: waitForCommit)
+            } catch {
+                logger.debug("kafka commit deferred: \(error)")
+                table.requeueCommits(actions.commit)
+            }
+        }
+    }
+
+    private func consumerConfiguration() -> KafkaConsumerConfiguration {
+        var consumer = KafkaConsumerConfiguration(bootstrapServers: configuration.brokers, groupID: configuration.consumerGroup)
+        consumer.clientID = "once-\(configuration.memberID)"
+        consumer.properties = configuration.kafkaProperties
+        return consumer
+    }
+}
+
+/// Hears revocations on the consumer's thread and holds them until in-flight batches end.
+struct RevokeListener: KafkaRebalanceListener {
+    let table: PartitionTable
+    let logger: Logger
+
+    func partitionsAssigned(_ partitions: [TopicPartition]) -> [TopicPartition: Int64] {
+        // Start positions come from the database claim, which seeks once it is done.
+        [:]
+    }
+
+    func partitionsRevoked(_ partitions: [TopicPartition]) {
+        logger.info("revoked \(partitions)")
+        table.revoke(partitions, timeout: .seconds(30))
+    }
+}

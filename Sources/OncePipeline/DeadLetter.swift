@@ -1,0 +1,148 @@
+import OnceKafka
+import OncePostgres
+import OnceEnvelope
+import OnceJSON
+import OnceOutbox
+import OnceSchema
+
+/// A record rejected for good: kept with its bytes, its position and a reason, and published to
+/// the dead-letter topic with headers naming the source and the reason.
+struct DeadLetter: Sendable {
+    package var record: KafkaRecord
+    var eventID: String
+    var tenantID: String?
+    var reason: DeadLetterReason
+    var message: String
+
+    /// The dead letter of a record that failed validation; nil for a valid event.
+    init?(invalid: BatchRecord) {
+        guard case .invalid(let record, let error) = invalid else { return nil }
+        self.record = record
+        self.eventID = invalid.eventID
+        self.tenantID = nil
+        self.reason = error.reason
+        self.message = error.message
+    }
+
+    /// The dead letter of a valid event its handler rejected.
+    init(failed event: DecodedEvent, reason: String) {
+        record = event.record
+        eventID = event.envelope.eventID
+        tenantID = event.envelope.tenantID
+        self.reason = .handlerFailed
+        message = reason
+    }
+
+    /// Writes the rows and their outbox records in the caller's transaction.
+    static func write(_ letters: [DeadLetter], group: String, topic: String, context: HandlerContext) throws {
+        guard !letters.isEmpty else { return }
+        _ = try context.connection.pipeline { pipeline in
+            for letter in letters {
+                try pipeline.query(
+                    """
+                    INSERT INTO dead_letters
+                        (consumer_group, topic, partition, kafka_offset, event_id, reason_code, error, payload, headers)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                    """,
+                    [.text(group), .text(letter.record.topic), .int32(letter.record.partition),
+                     .int64(letter.record.offset), .text(letter.eventID), .text(letter.reason.rawValue),
+                     .text(letter.message), PostgresValue(letter.record.value), .jsonb(letter.headersJSON)])
+            }
+        }
+        try context.publish(letters.map { $0.outboxMessage(group: group, topic: topic) })
+    }
+
+    /// The record for the dead-letter topic: the original value and headers naming the source
+    /// and the reason. A `too_large` value is left out (no broker would take it); its bytes are in
+    /// `dead_letters.payload` and its size in the `once-payload-bytes` header.
+    func outboxMessage(group: String, topic: String) -> OutboxMessage {
+        var message = OutboxMessage(
+            tenantID: tenantID ?? "",
+            eventType: "once.dead_letter",
+            aggregateID: "\(group)/\(record.topic)/\(record.partition)/\(record.offset)",
+            topic: topic,
+            key: eventID,
+            payload: record.value,
+            headers: [
+                "once-consumer-group": group,
+                "once-source-topic": record.topic,
+                "once-source-partition": String(record.partition),
+                "once-source-offset": String(record.offset),
+                "once-event-id": eventID,
+                "once-reason": reason.rawValue,
+                "once-error": message,
+            ])
+        if reason == .tooLarge {
+            message.payload = nil
+            message.headers["once-payload-bytes"] = String(record.value?.count ?? 0)
+        }
+        return message
+    }
+
+    /// The record's own headers, as `StoredHeaders` keeps them.
+    var headersJSON: String { StoredHeaders.jsonString(record.headers) }
+
+    var note: DeadLetterNote { DeadLetterNote(eventID: eventID, reason: reason, message: message) }
+}
+
+/// Why one record was dead-lettered, as a replay or a retry reports it.
+public struct DeadLetterNote: Sendable, Hashable {
+    public var eventID: String
+    public var reason: DeadLetterReason
+    public var message: String
+}
+
+/// The dead letter a batch transaction re-drives: the two statements that make a retry's
+/// bookkeeping part of the re-drive's transaction.
+package struct RetriedDeadLetter: Sendable {
+    package var id: Int64
+    package var group: String
+    /// The id its record was claimed under when it was dead-lettered.
+    package var eventID: String
+
+    package init(id: Int64, group: String, eventID: String) {
+        self.id = id
+        self.group = group
+        self.eventID = eventID
+    }
+
+    /// Locks the dead letter (a concurrent retry waits, then finds it settled) and releases the
+    /// claim of its record, unless the record now carries another id.
+    func releaseClaim(of records: [BatchRecord], group: String, on tx: PostgresConnection) throws {
+        let unresolved = try tx.query(
+            "SELECT 1 FROM dead_letters WHERE id = $1 AND consumer_group = $2 AND resolved_at IS NULL FOR UPDATE",
+            [.int64(id), .text(group)])
+        guard !unresolved.isEmpty else { throw DeadLetterSettledMeanwhile() }
+        guard let record = records.first, record.eventID == eventID else { return }
+        // Its tenant's claim in whichever partition it fell (or the pre-upgrade one, which
+        // kept no tenant for a rejected record).
+        try tx.execute(
+            """
+            DELETE FROM processed_messages
+            WHERE consumer_group = $1 AND event_id = $2 AND (tenant_id = $3 OR tenant_id IS NULL) AND outcome = 'dead_lettered'
+            """,
+            [.text(group), .text(eventID), .text(record.claimTenant)])
+    }
+
+    /// Resolves the dead letter, or records why it failed again.
+    func settle(failedAgain letter: DeadLetter?, on tx: PostgresConnection) throws {
+        if let letter {
+            try tx.execute(
+                """
+                UPDATE dead_letters SET reason_code = $2, error = $3, event_id = $4, retries = retries + 1
+                WHERE id = $1
+                """,
+                [.int64(id), .text(letter.reason.rawValue), .text(letter.message), .text(letter.eventID)])
+        } else {
+            try tx.execute(
+                """
+                UPDATE dead_letters SET resolved_at = now(), retries = retries + 1,
+                    bucket = (SELECT \(TimePartitions.claimBucket(at: "now()", window: "w")) FROM once_partitioning w)
+                WHERE id = $1
+                """, [.int64(id)])
+        }
+    }
+}
+
+/// The dead letter was resolved between reading it and locking it.
+package struct DeadLetterSettledMeanwhile: Error {}

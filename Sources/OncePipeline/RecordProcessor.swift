@@ -1,0 +1,80 @@
+import OnceKafka
+import OncePostgres
+
+/// The pipeline's validation and transaction, set up once: `once run`'s workers, replays,
+/// dead-letter retries and tests all go through one of these.
+///
+/// `process` runs records of one partition without consuming (replays and tests): the stored
+/// position is neither checked nor moved; everything else (dedup, handlers, outcomes, dead
+/// letters, outbox) is exactly what `once run` does. A `Sendable` value; decoding is pure
+/// work on any thread, and every transaction blocks the thread of the connection it is given.
+public struct RecordProcessor: Sendable {
+    package let decoder: BatchDecoder
+    package let transaction: BatchTransaction
+
+    public init(
+        consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String = PipelineDefaults.deadLetterTopic,
+        maxRecordBytes: Int = PipelineDefaults.maxRecordBytes
+    ) {
+        decoder = BatchDecoder(registry: registry, maxRecordBytes: maxRecordBytes)
+        transaction = BatchTransaction(group: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
+    }
+
+    /// Applies `records` (one partition, offset order) in one transaction and reports the outcome
+    /// of each record: handlers' outcomes for new events, `dead_lettered` for rejected ones,
+    /// and `duplicate` for records whose event id was already processed. With `dryRun` the
+    /// transaction runs to its end and is rolled back: the report tells what would have happened.
+    public func process(
+        _ records: [KafkaRecord], dryRun: Bool = false, on db: PostgresConnection
+    ) throws -> ProcessReport {
+        try process(decode(records), dryRun: dryRun, on: db)
+    }
+
+    /// Validates `records` for `process(_:dryRun:on:)`: pure work, on any thread, so that a
+    /// caller can decode one batch while the previous one's transaction runs.
+    package func decode(_ records: [KafkaRecord]) -> DecodedBatch {
+        DecodedBatch(records: records, decoded: records.map(decoder.decode))
+    }
+
+    package func process(_ batch: DecodedBatch, dryRun: Bool = false, on db: PostgresConnection) throws -> ProcessReport {
+        guard let first = batch.records.first else { return ProcessReport() }
+        let part = BatchPart(batch: PartitionBatch(partition: first.topicPartition, records: batch.records), records: batch.decoded)
+        let summary = try transaction.commit([part], mode: dryRun ? .dryRun : .replay, on: db)
+        var report = ProcessReport()
+        for outcome in summary.outcomes { report.counts[outcome, default: 0] += 1 }
+        report.counts[.duplicate, default: 0] += summary.duplicates
+        report.outboxRows = summary.outboxRows
+        report.deadLetters = summary.deadLetters
+        return report
+    }
+
+    /// One transaction over `parts` in `mode`.
+    package func commit(_ parts: [BatchPart], mode: TransactionMode, on db: PostgresConnection) throws -> BatchSummary {
+        try transaction.commit(parts, mode: mode, on: db)
+    }
+}
+
+/// Records of one partition with what validation made of each, ready for a transaction.
+package struct DecodedBatch: Sendable {
+    package var records: [KafkaRecord]
+    package var decoded: [BatchRecord]
+}
+
+/// How many records of a run ended in each outcome.
+public struct ProcessReport: Sendable, Hashable {
+    public var counts: [EventOutcome: Int] = [:]
+    public var outboxRows = 0
+    /// The records dead-lettered by this run, and why.
+    public var deadLetters: [DeadLetterNote] = []
+
+    public init() {}
+
+    public subscript(_ outcome: EventOutcome) -> Int { counts[outcome] ?? 0 }
+
+    /// Adds another run's counts to these.
+    public mutating func add(_ other: ProcessReport) {
+        counts.merge(other.counts, uniquingKeysWith: +)
+        outboxRows += other.outboxRows
+        deadLetters += other.deadLetters
+    }
+}
