@@ -1,4 +1,4 @@
-import CRdKafka
+internal import CRdKafka
 import Logging
 import Synchronization
 
@@ -128,60 +128,4 @@ private func onceKafkaError(_ rk: OpaquePointer?, _ err: Int32, _ reason: Unsafe
     let error = KafkaError(code, message: message, isFatal: code == RD_KAFKA_RESP_ERR__FATAL)
     context.logger.warning("librdkafka: \(error)")
     context.record(error)
-}
-
-// MARK: - Topic partition lists
-
-extension Sequence where Element == TopicPartition {
-    /// Lends a C partition list with these partitions (and offsets where given) to `body`;
-    /// the list is destroyed when `body` returns and must not escape.
-    func withPartitionList<T>(
-        offsets: [TopicPartition: Int64] = [:],
-        _ body: (UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) throws -> T
-    ) rethrows -> T {
-        let partitions = Array(self)
-        let list = rd_kafka_topic_partition_list_new(Int32(partitions.count))!
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        for partition in partitions {
-            let element = rd_kafka_topic_partition_list_add(list, partition.topic, partition.partition)!
-            if let offset = offsets[partition] {
-                element.pointee.offset = offset
-            }
-        }
-        return try body(list)
-    }
-}
-
-/// One entry of a C partition list, copied out.
-struct PartitionListEntry {
-    var partition: TopicPartition
-    var offset: Int64
-    var error: rd_kafka_resp_err_t
-}
-
-func partitionEntries(_ list: UnsafePointer<rd_kafka_topic_partition_list_t>?) -> [PartitionListEntry] {
-    guard let list, list.pointee.cnt > 0, let elems = list.pointee.elems else { return [] }
-    return (0..<Int(list.pointee.cnt)).map { index in
-        let element = elems[index]
-        return PartitionListEntry(
-            partition: TopicPartition(String(cString: element.topic), element.partition),
-            offset: element.offset,
-            error: element.err
-        )
-    }
-}
-
-/// Throws the first per-partition error of a list that librdkafka filled in.
-func throwFirstPartitionError(_ list: UnsafePointer<rd_kafka_topic_partition_list_t>) throws(KafkaError) {
-    for entry in partitionEntries(list) where entry.error != RD_KAFKA_RESP_ERR_NO_ERROR {
-        throw KafkaError(entry.error, topic: entry.partition.topic, partition: entry.partition.partition)
-    }
-}
-
-extension String {
-    /// The text of a NUL-terminated C buffer that librdkafka filled in (an `errstr`).
-    init(cBuffer buffer: [CChar]) {
-        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-        self.init(decoding: bytes, as: UTF8.self)
-    }
 }
