@@ -1,6 +1,4 @@
-import CRdKafka
 import Logging
-import OnceThreads
 
 /// Decides where newly assigned partitions start and learns of revoked ones.
 ///
@@ -25,13 +23,17 @@ public struct KafkaPollResult: Sendable {
 
 /// A Kafka consumer in a consumer group (cooperative-sticky assignor), or assigned by hand.
 ///
-/// Thread-safety: every method may be called from any task. The librdkafka handle lives on a
+/// Threading: every method may be called from any task. The librdkafka handle lives on a
 /// thread of its own; calls are queued to it and run one at a time, so a long `poll` delays
 /// a `pause` by at most the poll's timeout. Blocking C calls never run on the cooperative pool.
-/// Offsets are never committed automatically. Call `close()` to leave the group; until then the
-/// consumer's thread stays alive.
+///
+/// Ownership: the consumer owns its handle through one `KafkaHandle`. Call `close()` to leave
+/// the group; until then the consumer's thread stays alive. `close` frees the handle on that
+/// thread, exactly once. Offsets are never committed automatically.
+///
+/// Errors: methods throw `KafkaError`; after `close`, kind `.closed`.
 public final class KafkaConsumer: Sendable {
-    private let confined: ThreadConfined<ConsumerHandle>
+    private let handle: KafkaHandle
 
     /// Creates the client; it contacts the broker only on `subscribe`, `assign` or `poll`.
     /// Throws `KafkaError` with kind `.configuration` naming a rejected property.
@@ -40,294 +42,66 @@ public final class KafkaConsumer: Sendable {
         rebalanceListener: (any KafkaRebalanceListener)? = nil,
         logger: Logger = Logger(label: "once.kafka.consumer")
     ) async throws {
-        let properties = configuration.librdkafkaProperties
-        confined = try await ThreadConfined(name: "once-kafka-consumer") {
-            try ConsumerHandle(properties: properties, listener: rebalanceListener, logger: logger)
-        }
-    }
-
-    private func withHandle<T: Sendable>(_ body: @escaping @Sendable (ConsumerHandle) throws -> T) async throws -> T {
-        do {
-            return try await confined.withResource(body)
-        } catch is ThreadConfinedError {
-            throw KafkaError.closed("consumer")
-        } catch is BlockingThreadError {
-            throw KafkaError.closed("consumer")
-        }
+        let client = try RDKafkaClient.consumer(
+            properties: configuration.librdkafkaProperties, listener: rebalanceListener, logger: logger)
+        handle = KafkaHandle(client, subject: "consumer", threadName: "once-kafka-consumer")
     }
 
     /// Joins the group for these topics; assignments arrive during later polls.
     public func subscribe(topics: [String]) async throws {
-        try await withHandle { try $0.subscribe(topics) }
+        try await handle.run { client throws(KafkaError) in try client.subscribe(topics) }
     }
 
     /// Assigns partitions by hand, outside any group rebalance, each starting at the given offset.
     public func assign(_ starts: [TopicPartition: Int64]) async throws {
-        try await withHandle { try $0.assign(starts) }
+        try await handle.run { client throws(KafkaError) in try client.assign(starts) }
     }
 
     /// Waits up to `timeout` for the first record, then takes whatever else is ready, up to
     /// `maxRecords`. Rebalance callbacks run inside this call. Throws only fatal errors.
     public func poll(maxRecords: Int = 500, timeout: Duration = .milliseconds(100)) async throws -> KafkaPollResult {
-        try await withHandle { try $0.poll(maxRecords: maxRecords, timeout: timeout) }
+        try await handle.run { client throws(KafkaError) in try client.poll(maxRecords: maxRecords, timeout: timeout) }
     }
 
     /// Moves an assigned partition's fetch position; the next records come from `offset`.
     public func seek(_ partition: TopicPartition, to offset: Int64, timeout: Duration = .seconds(10)) async throws {
-        try await withHandle { try $0.seek(partition, to: offset, timeout: timeout) }
+        try await handle.run { client throws(KafkaError) in try client.seek(partition, to: offset, timeout: timeout) }
     }
 
     /// Stops fetching these partitions until `resume`; their positions are kept.
     public func pause(_ partitions: [TopicPartition]) async throws {
-        try await withHandle { try $0.pause(partitions, resume: false) }
+        try await handle.run { client throws(KafkaError) in try client.pause(partitions, resume: false) }
     }
 
     public func resume(_ partitions: [TopicPartition]) async throws {
-        try await withHandle { try $0.pause(partitions, resume: true) }
+        try await handle.run { client throws(KafkaError) in try client.pause(partitions, resume: true) }
     }
 
     /// Commits the next offset to read for each partition to the group. With `wait` false it
     /// only sends the request: the consumer's thread is not held for the broker's answer, and a
     /// failure is not reported (a later commit carries newer offsets anyway).
     public func commit(_ nextOffsets: [TopicPartition: Int64], wait: Bool = true) async throws {
-        try await withHandle { try $0.commit(nextOffsets, wait: wait) }
+        try await handle.run { client throws(KafkaError) in try client.commit(nextOffsets, wait: wait) }
     }
 
     /// The group's committed next offsets (nil where none is committed).
     public func committed(_ partitions: [TopicPartition], timeout: Duration = .seconds(10)) async throws -> [TopicPartition: Int64?] {
-        try await withHandle { try $0.committed(partitions, timeout: timeout) }
+        try await handle.run { client throws(KafkaError) in try client.committed(partitions, timeout: timeout) }
     }
 
     /// The partitions currently assigned to this member.
     public func assignment() async throws -> [TopicPartition] {
-        try await withHandle { try $0.assignment() }
+        try await handle.run { client throws(KafkaError) in try client.assignment() }
     }
 
     /// Asks the partition's leader for its watermarks.
     public func watermarks(_ partition: TopicPartition, timeout: Duration = .seconds(10)) async throws -> KafkaWatermarks {
-        try await withHandle { try $0.client.queryWatermarks(partition, timeout: timeout) }
+        try await handle.run { client throws(KafkaError) in try client.queryWatermarks(partition, timeout: timeout) }
     }
 
     /// Leaves the group (revoking its partitions through the listener) and frees the handle.
     /// Safe to call twice.
     public func close() async {
-        await confined.close { handle in handle.close() }
-    }
-}
-
-/// The consumer's C handle and the operations on it; lives on the consumer's thread only.
-final class ConsumerHandle {
-    let client: RDKafkaClient
-    private var isClosed = false
-
-    init(properties: [String: String], listener: (any KafkaRebalanceListener)?, logger: Logger) throws {
-        let context = RDKafkaContext(logger: logger, rebalanceListener: listener)
-        client = try RDKafkaClient(type: RD_KAFKA_CONSUMER, properties: properties, context: context) { conf in
-            rd_kafka_conf_set_rebalance_cb(conf, onceKafkaRebalance)
-        }
-        // Serve the main queue (logs, errors, rebalances) from consumer polls.
-        let err = rd_kafka_poll_set_consumer(client.handle)
-        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-    }
-
-    private var handle: OpaquePointer { client.handle }
-
-    func subscribe(_ topics: [String]) throws {
-        try topics.map { TopicPartition($0, RD_KAFKA_PARTITION_UA) }.withPartitionList { list in
-            let err = rd_kafka_subscribe(handle, list)
-            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-        }
-    }
-
-    func assign(_ starts: [TopicPartition: Int64]) throws {
-        try starts.keys.sorted().withPartitionList(offsets: starts) { list in
-            let err = rd_kafka_assign(handle, list)
-            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-        }
-    }
-
-    func poll(maxRecords: Int, timeout: Duration) throws -> KafkaPollResult {
-        var result = KafkaPollResult()
-        var wait = timeout.timeoutMilliseconds
-        while result.records.count < maxRecords, let message = rd_kafka_consumer_poll(handle, wait) {
-            wait = 0
-            defer { rd_kafka_message_destroy(message) }
-            if message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR {
-                result.records.append(KafkaRecord(copying: message))
-            } else {
-                result.errors.append(KafkaError(message: message))
-            }
-        }
-        let pending = client.context.take()
-        result.rebalances = pending.rebalances
-        result.errors += pending.errors
-        if let fatal = client.fatalError() { throw fatal }
-        return result
-    }
-
-    func seek(_ partition: TopicPartition, to offset: Int64, timeout: Duration) throws {
-        try [partition].withPartitionList(offsets: [partition: offset]) { list in
-            if let error = rd_kafka_seek_partitions(handle, list, timeout.timeoutMilliseconds) {
-                throw KafkaError(consuming: error)
-            }
-            try throwFirstPartitionError(list)
-        }
-    }
-
-    func pause(_ partitions: [TopicPartition], resume: Bool) throws {
-        try partitions.withPartitionList { list in
-            let err = resume ? rd_kafka_resume_partitions(handle, list) : rd_kafka_pause_partitions(handle, list)
-            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-            try throwFirstPartitionError(list)
-        }
-    }
-
-    func commit(_ nextOffsets: [TopicPartition: Int64], wait: Bool) throws {
-        guard !nextOffsets.isEmpty else { return }
-        try nextOffsets.keys.sorted().withPartitionList(offsets: nextOffsets) { list in
-            let err = rd_kafka_commit(handle, list, wait ? 0 : 1)
-            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-            if wait { try throwFirstPartitionError(list) }
-        }
-    }
-
-    func committed(_ partitions: [TopicPartition], timeout: Duration) throws -> [TopicPartition: Int64?] {
-        try partitions.withPartitionList { list in
-            let err = rd_kafka_committed(handle, list, timeout.timeoutMilliseconds)
-            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-            var result: [TopicPartition: Int64?] = [:]
-            for entry in partitionEntries(list) {
-                result[entry.partition] = entry.offset >= 0 ? entry.offset : nil
-            }
-            return result
-        }
-    }
-
-    func assignment() throws -> [TopicPartition] {
-        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
-        let err = rd_kafka_assignment(handle, &list)
-        defer { if let list { rd_kafka_topic_partition_list_destroy(list) } }
-        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err) }
-        return partitionEntries(list).map(\.partition).sorted()
-    }
-
-    func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        let err = rd_kafka_consumer_close(handle)
-        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-            client.context.logger.warning("closing the consumer: \(KafkaError(err))")
-        }
-    }
-}
-
-extension RDKafkaClient {
-    func queryWatermarks(_ partition: TopicPartition, timeout: Duration) throws -> KafkaWatermarks {
-        var low: Int64 = 0
-        var high: Int64 = 0
-        let err = rd_kafka_query_watermark_offsets(
-            handle, partition.topic, partition.partition, &low, &high, timeout.timeoutMilliseconds)
-        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            throw KafkaError(err, topic: partition.topic, partition: partition.partition)
-        }
-        return KafkaWatermarks(low: low, high: high)
-    }
-}
-
-extension KafkaRecord {
-    /// Copies the message's topic, position, key, value, headers and timestamp out of
-    /// librdkafka's buffers; the caller still destroys the message.
-    init(copying message: UnsafeMutablePointer<rd_kafka_message_t>) {
-        let m = message.pointee
-        func bytes(_ pointer: UnsafeMutableRawPointer?, _ count: Int) -> [UInt8]? {
-            guard let pointer else { return nil }
-            return Array(UnsafeRawBufferPointer(start: pointer, count: count))
-        }
-        var headers: [KafkaHeader] = []
-        var cHeaders: OpaquePointer?
-        if rd_kafka_message_headers(message, &cHeaders) == RD_KAFKA_RESP_ERR_NO_ERROR, let cHeaders {
-            var index = 0
-            var name: UnsafePointer<CChar>?
-            var value: UnsafeRawPointer?
-            var size = 0
-            while rd_kafka_header_get_all(cHeaders, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
-                let headerValue = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }
-                headers.append(KafkaHeader(name: name.map { String(cString: $0) } ?? "", value: headerValue))
-                index += 1
-            }
-        }
-        var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
-        let timestamp = rd_kafka_message_timestamp(message, &timestampType)
-        self.init(
-            topic: String(cString: rd_kafka_topic_name(m.rkt)),
-            partition: m.partition,
-            offset: m.offset,
-            key: bytes(m.key, m.key_len),
-            value: bytes(m.payload, m.len),
-            headers: headers,
-            timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp
-        )
-    }
-}
-
-extension KafkaError {
-    /// The error a consumed message carries instead of a payload.
-    init(message: UnsafeMutablePointer<rd_kafka_message_t>) {
-        let m = message.pointee
-        let text = rd_kafka_message_errstr(message).map { String(cString: $0) }
-        self.init(
-            m.err,
-            message: text,
-            topic: m.rkt.map { String(cString: rd_kafka_topic_name($0)) },
-            partition: m.partition,
-            offset: m.offset
-        )
-    }
-}
-
-/// librdkafka's rebalance callback, run inside `rd_kafka_consumer_poll` or
-/// `rd_kafka_consumer_close` on the consumer's own thread.
-private func onceKafkaRebalance(
-    _ rk: OpaquePointer?,
-    _ err: rd_kafka_resp_err_t,
-    _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?,
-    _ opaque: UnsafeMutableRawPointer?
-) {
-    guard let rk, let opaque else { return }
-    let context = Unmanaged<RDKafkaContext>.fromOpaque(opaque).takeUnretainedValue()
-    let partitions = partitionEntries(list).map(\.partition)
-    let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
-
-    switch err {
-    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-        let starts = context.rebalanceListener?.partitionsAssigned(partitions) ?? [:]
-        if let list, list.pointee.cnt > 0, let elems = list.pointee.elems {
-            for index in 0..<Int(list.pointee.cnt) {
-                let partition = TopicPartition(String(cString: elems[index].topic), elems[index].partition)
-                if let start = starts[partition] { elems[index].offset = start }
-            }
-        }
-        if cooperative {
-            if let error = rd_kafka_incremental_assign(rk, list) {
-                context.record(KafkaError(consuming: error))
-            }
-        } else {
-            rd_kafka_assign(rk, list)
-        }
-        context.record(.assigned(partitions))
-    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-        context.rebalanceListener?.partitionsRevoked(partitions)
-        let lost = rd_kafka_assignment_lost(rk) != 0
-        if cooperative {
-            if let error = rd_kafka_incremental_unassign(rk, list) {
-                context.record(KafkaError(consuming: error))
-            }
-        } else {
-            rd_kafka_assign(rk, nil)
-        }
-        context.record(lost ? .lost(partitions) : .revoked(partitions))
-    default:
-        context.record(KafkaError(err))
-        rd_kafka_assign(rk, nil)
+        await handle.close { client in client.closeConsumer() }
     }
 }
