@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // C shims: module maps only. Nothing outside OnceKafka / OncePostgres imports these.
@@ -62,6 +63,7 @@ let package = Package(
             dependencies: [
                 "OnceCore",
                 "OncePostgres",
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .executableTarget(
