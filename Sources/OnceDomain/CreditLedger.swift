@@ -1,17 +1,6 @@
 import OnceCore
 import OncePostgres
 
-/// The two kinds of `credit_ledger` row.
-enum LedgerKind: String, Sendable {
-    case charge
-    case grant
-
-    /// The signed ledger amount for `credits`.
-    func amount(_ credits: Int64) -> Int64 {
-        self == .charge ? -credits : credits
-    }
-}
-
 /// What one event asks the ledger for: `credits` on `accountID`, once per business key.
 struct LedgerPosting: Sendable, Hashable {
     /// The batch id of a charge, the grant id of a grant.
@@ -20,10 +9,10 @@ struct LedgerPosting: Sendable, Hashable {
     var credits: Int64
 }
 
-/// The command of both credit handlers: a charge (`batch.completed`) or a grant
-/// (`credits.granted`), with the topic its outbound event goes to. Sharing it across the two
-/// event types lets a partition's consecutive charges and grants reach one handler call, in
-/// offset order (`CommandSharedAcrossTypes`), which posts them all with one statement.
+/// The command of `CreditEventHandler`, whichever its event type: a charge (`batch.completed`)
+/// or a grant (`credits.granted`), with the topic its outbound event goes to. Sharing it across
+/// the two event types lets a partition's consecutive charges and grants reach one handler
+/// call, in offset order (`CommandSharedAcrossTypes`), which posts them all with one statement.
 public struct CreditPosting: CommandSharedAcrossTypes, Hashable {
     var kind: LedgerKind
     var posting: LedgerPosting
@@ -88,13 +77,12 @@ enum CreditLedger {
         var applied: [(account: AccountKey, amount: Int64, event: PendingBalanceEvent)] = []
         for (input, outcome) in zip(inputs, outcomes) where outcome == .applied {
             let command = input.command
-            let charge = command.kind == .charge
             let event = OutboundEvent(
-                type: charge ? BatchCompletedHandler.chargedType : CreditsGrantedHandler.grantedType,
+                type: command.kind.postedType,
                 tenantID: input.envelope.tenantID, aggregateID: command.businessKey,
                 topic: command.topic, key: command.accountID, source: input.envelope,
                 data: [
-                    charge ? "batch_id" : "grant_id": .string(command.businessKey),
+                    command.kind.businessKeyField: .string(command.businessKey),
                     "account_id": .string(command.accountID),
                     "credits": .integer(command.credits),
                 ])
