@@ -116,6 +116,49 @@ struct DomainLogicTests {
         }
     }
 
+    @Test("the first item of each business key applies; the others are duplicate or conflict against its row")
+    func firstPerBusinessKey() throws {
+        struct PermanentMissing: Error { var index: Int }
+        // Items as (key, value); a row records a value, and an item is the same when the values match.
+        let items: [(key: String, value: Int)] = [
+            ("a", 1), ("b", 2), ("a", 1), ("c", 3), ("b", 9), ("a", 5), ("d", 4), ("c", 3),
+        ]
+        let byKey = FirstPerBusinessKey(items) { $0.key }
+        #expect(byKey.keys == ["a", "b", "a", "c", "b", "a", "d", "c"])
+        #expect(byKey.firsts == [0, 1, 3, 6])
+        // The insert wrote rows for a and d; b and c stood already (c differently from item 3).
+        #expect(byKey.seenBefore(inserted: ["a", "d"]) == ["b", "c"])
+        let settled = try byKey.settle(
+            inserted: ["a", "d"], written: { items[$0].value }, existing: ["b": 2, "c": 7],
+            same: { items[$0].value == $1 }, missing: { PermanentMissing(index: $0) })
+        #expect(
+            settled.outcomes == [.applied, .duplicate, .duplicate, .conflict, .conflict, .conflict, .applied, .conflict])
+        #expect(settled.applied == [0, 6])
+        #expect(settled.conflicts.map(\.index) == [3, 4, 5, 7])
+        #expect(settled.conflicts.map(\.held) == [7, 2, 1, 7])
+        // A key with no row at all, written or read back, is an error, not an outcome.
+        #expect(throws: PermanentMissing.self) {
+            try byKey.settle(
+                inserted: ["a"], written: { items[$0].value }, existing: ["b": 2], same: { items[$0].value == $1 },
+                missing: { PermanentMissing(index: $0) })
+        }
+    }
+
+    @Test("one credit handler, two event types: each keeps its types, business-key field and credits range")
+    func creditEventTypes() {
+        #expect(BatchCompletedHandler.eventType == "batch.completed")
+        #expect(BatchCompletedHandler.chargedType == "credits.charged")
+        #expect(BatchCompletedHandler.maxCredits == 1_000_000)
+        #expect(LedgerKind.charge.businessKeyField == "batch_id")
+        #expect(LedgerKind.charge.credits == 0...1_000_000)
+        #expect(CreditsGrantedHandler.eventType == "credits.granted")
+        #expect(CreditsGrantedHandler.grantedType == "credits.granted")
+        #expect(CreditsGrantedHandler.maxCredits == 1_000_000_000)
+        #expect(LedgerKind.grant.businessKeyField == "grant_id")
+        #expect(LedgerKind.grant.credits == 1...1_000_000_000)
+        #expect(Domain.eventTypes == ["batch.completed", "credits.granted", "batch_action.requested", "job.requested"])
+    }
+
     @Test("a batch action of 10,000 devices is classified by one statement with one array")
     func oneStatementPerEvent() throws {
         let handler = BatchActionRequestedHandler()
