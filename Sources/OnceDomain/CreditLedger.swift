@@ -3,17 +3,6 @@ import OnceEnvelope
 import OnceOutbox
 import OncePipeline
 
-/// The two kinds of `credit_ledger` row.
-enum LedgerKind: String, Sendable {
-    case charge
-    case grant
-
-    /// The signed ledger amount for `credits`.
-    func amount(_ credits: Int64) -> Int64 {
-        self == .charge ? -credits : credits
-    }
-}
-
 /// What one event asks the ledger for: `credits` on `accountID`, once per business key.
 struct LedgerPosting: Sendable, Hashable {
     /// The batch id of a charge, the grant id of a grant.
@@ -22,10 +11,10 @@ struct LedgerPosting: Sendable, Hashable {
     var credits: Int64
 }
 
-/// The command of both credit handlers: a charge (`batch.completed`) or a grant
-/// (`credits.granted`), with the topic its outbound event goes to. Sharing it across the two
-/// event types lets a partition's consecutive charges and grants reach one handler call, in
-/// offset order (`CommandSharedAcrossTypes`), which posts them all with one statement.
+/// The command of `CreditEventHandler`, whichever its event type: a charge (`batch.completed`)
+/// or a grant (`credits.granted`), with the topic its outbound event goes to. Sharing it across
+/// the two event types lets a partition's consecutive charges and grants reach one handler
+/// call, in offset order (`CommandSharedAcrossTypes`), which posts them all with one statement.
 public struct CreditPosting: CommandSharedAcrossTypes, Hashable {
     var kind: LedgerKind
     var posting: LedgerPosting
@@ -90,13 +79,12 @@ enum CreditLedger {
         var applied: [(account: AccountKey, amount: Int64, event: PendingBalanceEvent)] = []
         for (input, outcome) in zip(inputs, outcomes) where outcome == .applied {
             let command = input.command
-            let charge = command.kind == .charge
             let event = OutboundEvent(
-                type: charge ? BatchCompletedHandler.chargedType : CreditsGrantedHandler.grantedType,
+                type: command.kind.postedType,
                 tenantID: input.envelope.tenantID, aggregateID: command.businessKey,
                 topic: command.topic, key: command.accountID, source: input.envelope,
                 data: [
-                    charge ? "batch_id" : "grant_id": .string(command.businessKey),
+                    command.kind.businessKeyField: .string(command.businessKey),
                     "account_id": .string(command.accountID),
                     "credits": .integer(command.credits),
                 ])
@@ -155,11 +143,8 @@ enum CreditLedger {
         _ postings: [(envelope: Envelope, command: CreditPosting)], on db: PostgresConnection
     ) throws -> [EventOutcome] {
         // The first posting of each business key is the one that may apply.
-        var firstIndex: [Key: Int] = [:]
-        for (index, item) in postings.enumerated() where firstIndex[key(item)] == nil {
-            firstIndex[key(item)] = index
-        }
-        let candidates = postings.indices.filter { firstIndex[key(postings[$0])] == $0 }
+        let byKey = FirstPerBusinessKey(postings, key: key)
+        let candidates = byKey.firsts
 
         // 1. Accounts not there yet, and the ledger rows, in one statement. An account that
         //    exists is neither locked nor written here (the foreign key's check only shares it).
@@ -205,19 +190,12 @@ enum CreditLedger {
             applied.insert(
                 Key(tenantID: try row.decode(String.self, column: 0), kind: kind, businessKey: try row.decode(String.self, column: 2)))
         }
-        var results = [EventOutcome](repeating: .duplicate, count: postings.count)
-        var standing: [Key: Standing] = [:]
-        for index in candidates where applied.contains(key(postings[index])) {
-            let (envelope, command) = postings[index]
-            results[index] = .applied
-            standing[key(postings[index])] = Standing(
-                accountID: command.accountID, credits: command.credits, eventID: envelope.eventID)
-        }
 
         // 2. The standing rows of business keys seen before this call.
-        let seen = candidates.map { key(postings[$0]) }.filter { !applied.contains($0) }
+        var existing: [Key: Standing] = [:]
+        let seen = byKey.seenBefore(inserted: applied)
         if !seen.isEmpty {
-            let existing = try db.query(
+            let held = try db.query(
                 prepared: "once_credit_standing",
                 """
                 SELECT l.tenant_id, l.kind, l.business_key, l.account_id, l.credits, l.event_id
@@ -229,34 +207,36 @@ enum CreditLedger {
                     .textArray(seen.map(\.tenantID)), .textArray(seen.map(\.kind.rawValue)),
                     .textArray(seen.map(\.businessKey)),
                 ])
-            for row in existing {
+            for row in held {
                 guard let kind = LedgerKind(rawValue: try row.decode(String.self, column: 1)) else { continue }
                 let key = Key(
                     tenantID: try row.decode(String.self, column: 0), kind: kind,
                     businessKey: try row.decode(String.self, column: 2))
-                standing[key] = Standing(
+                existing[key] = Standing(
                     accountID: try row.decode(String.self, column: 3), credits: try row.decode(Int64.self, column: 4),
                     eventID: try row.decode(String.self, column: 5))
             }
         }
 
         // Every posting not applied is compared with what the ledger holds for its key.
-        var conflicts: [(index: Int, standing: Standing)] = []
-        for index in postings.indices where results[index] != .applied {
-            let command = postings[index].command
-            guard let held = standing[key(postings[index])] else {
-                throw PermanentHandlerError(
+        let settled = try byKey.settle(
+            inserted: applied,
+            written: { index in
+                Standing(
+                    accountID: postings[index].command.accountID, credits: postings[index].command.credits,
+                    eventID: postings[index].envelope.eventID)
+            },
+            existing: existing,
+            same: { index, held in
+                held.accountID == postings[index].command.accountID && held.credits == postings[index].command.credits
+            },
+            missing: { index in
+                let command = postings[index].command
+                return PermanentHandlerError(
                     "credit_ledger has no \(command.kind.rawValue) for business key "
-                        + "\(command.businessKey) after a conflicting insert"
-                )
-            }
-            if held.accountID == command.accountID && held.credits == command.credits {
-                results[index] = .duplicate
-            } else {
-                results[index] = .conflict
-                conflicts.append((index, held))
-            }
-        }
+                        + "\(command.businessKey) after a conflicting insert")
+            })
+        let conflicts = settled.conflicts
 
         // 3. Conflicts, kept for the audit (once per emission).
         if !conflicts.isEmpty {
@@ -281,12 +261,12 @@ enum CreditLedger {
                     .textArray(conflicts.map { postings[$0.index].envelope.eventID }),
                     .textArray(conflicts.map { postings[$0.index].command.accountID }),
                     .int64Array(conflicts.map { postings[$0.index].command.credits }),
-                    .textArray(conflicts.map(\.standing.eventID)),
-                    .textArray(conflicts.map(\.standing.accountID)),
-                    .int64Array(conflicts.map(\.standing.credits)),
+                    .textArray(conflicts.map(\.held.eventID)),
+                    .textArray(conflicts.map(\.held.accountID)),
+                    .int64Array(conflicts.map(\.held.credits)),
                 ])
         }
-        return results
+        return settled.outcomes
     }
 
     private static func amount(_ command: CreditPosting) -> Int64 { command.kind.amount(command.credits) }

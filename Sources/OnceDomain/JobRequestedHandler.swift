@@ -77,14 +77,9 @@ public struct JobRequestedHandler: EventHandler {
 
     public func apply(_ inputs: [HandlerInput<Command>], in context: HandlerContext) throws -> [EventOutcome] {
         let db = context.connection
-        func key(_ input: HandlerInput<Command>) -> Key {
-            Key(tenantID: input.envelope.tenantID, requestID: input.command.requestID)
-        }
-        var firstIndex: [Key: Int] = [:]
-        for (index, input) in inputs.enumerated() where firstIndex[key(input)] == nil {
-            firstIndex[key(input)] = index
-        }
-        let candidates = inputs.indices.filter { firstIndex[key(inputs[$0])] == $0 }
+        // The first emission of each request is the one that may create its job.
+        let byKey = FirstPerBusinessKey(inputs) { Key(tenantID: $0.envelope.tenantID, requestID: $0.command.requestID) }
+        let candidates = byKey.firsts
 
         // 1. The jobs of requests not seen before, in one statement. customer_ids is an array
         //    per job, so the rows travel as one JSON array rather than parallel arrays.
@@ -128,53 +123,39 @@ public struct JobRequestedHandler: EventHandler {
             )
         }
 
-        var standing: [Key: Standing] = [:]
-        for index in candidates where created.contains(key(inputs[index])) {
-            standing[key(inputs[index])] = Standing(
-                command: inputs[index].command, eventID: inputs[index].envelope.eventID)
-        }
-
         // 2. The jobs of requests seen before this call.
-        let seen = candidates.map { key(inputs[$0]) }.filter { !created.contains($0) }
+        var existing: [Key: Standing] = [:]
+        let seen = byKey.seenBefore(inserted: created)
         if !seen.isEmpty {
-            let existing = try db.query(
+            let held = try db.query(
                 """
                 SELECT j.tenant_id, j.request_id, j.user_id, j.action_code, j.action_name, j.customer_ids, j.event_id
                 FROM jobs j
                 JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, request_id) USING (tenant_id, request_id)
                 """,
                 [.textArray(seen.map(\.tenantID)), .textArray(seen.map(\.requestID))])
-            for row in existing {
+            for row in held {
                 let command = Command(
                     requestID: try row.decode(String.self, column: 1), userID: try row.decode(String.self, column: 2),
                     actionCode: try row.decode(Int64.self, column: 3),
                     actionName: try row.decode(String.self, column: 4),
                     customerIDs: try row.decode([String].self, column: 5))
                 let key = Key(tenantID: try row.decode(String.self, column: 0), requestID: command.requestID)
-                standing[key] = Standing(command: command, eventID: try row.decode(String.self, column: 6))
+                existing[key] = Standing(command: command, eventID: try row.decode(String.self, column: 6))
             }
         }
 
-        var outcomes: [EventOutcome] = []
-        var conflicts: [(input: HandlerInput<Command>, standing: Standing)] = []
-        var messages: [OutboxMessage] = []
-        for (index, input) in inputs.enumerated() {
-            if firstIndex[key(input)] == index, created.contains(key(input)) {
-                outcomes.append(.applied)
-                messages.append(createdEvent(for: input))
-                continue
-            }
-            guard let held = standing[key(input)] else {
-                throw PermanentHandlerError(
-                    "jobs has no row for request \(input.command.requestID) after a conflicting insert")
-            }
-            if held.command.isSameRequest(as: input.command) {
-                outcomes.append(.duplicate)
-            } else {
-                outcomes.append(.conflict)
-                conflicts.append((input, held))
-            }
-        }
+        // Every emission that created no job is compared with the job its request has.
+        let settled = try byKey.settle(
+            inserted: created,
+            written: { Standing(command: inputs[$0].command, eventID: inputs[$0].envelope.eventID) },
+            existing: existing,
+            same: { index, held in held.command.isSameRequest(as: inputs[index].command) },
+            missing: { index in
+                PermanentHandlerError(
+                    "jobs has no row for request \(inputs[index].command.requestID) after a conflicting insert")
+            })
+        let conflicts = settled.conflicts.map { (input: inputs[$0.index], standing: $0.held) }
 
         // 3. Conflicting emissions, kept for the audit (once per emission).
         if !conflicts.isEmpty {
@@ -207,8 +188,8 @@ public struct JobRequestedHandler: EventHandler {
                 [.jsonb(JSONWriter.serializeString(.array(rows)))])
         }
 
-        try context.publish(messages)
-        return outcomes
+        try context.publish(settled.applied.map { createdEvent(for: inputs[$0]) })
+        return settled.outcomes
     }
 
     private func createdEvent(for input: HandlerInput<Command>) -> OutboxMessage {

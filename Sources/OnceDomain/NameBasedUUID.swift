@@ -1,6 +1,12 @@
+import Crypto
+
 /// Name-based UUIDs, version 5 (RFC 9562 §5.5): the SHA-1 of a namespace UUID followed by a
 /// name, with the version and variant bits set. The same namespace and name always give the
 /// same UUID, which is what makes outbound event ids and job ids reproducible.
+///
+/// SHA-1 is broken for collision resistance, and nothing here relies on it for security: the
+/// UUIDs are identifiers that downstream consumers deduplicate on, derived from keys this
+/// service chose. RFC 9562 names SHA-1 for version 5; swift-crypto's `Insecure.SHA1` computes it.
 public struct NameBasedUUID: Sendable, Hashable, CustomStringConvertible {
     /// The 16 bytes, in network order.
     public let bytes: [UInt8]
@@ -14,9 +20,9 @@ public struct NameBasedUUID: Sendable, Hashable, CustomStringConvertible {
 
     /// The version-5 UUID of `name` (its UTF-8 bytes) in `namespace`.
     public init(namespace: NameBasedUUID, name: String) {
-        var hasher = SHA1()
-        hasher.update(namespace.bytes)
-        hasher.update(name.utf8)
+        var hasher = Insecure.SHA1()
+        hasher.update(data: namespace.bytes)
+        hasher.update(data: Array(name.utf8))
         var digest = Array(hasher.finalize().prefix(16))
         digest[6] = (digest[6] & 0x0F) | 0x50  // version 5
         digest[8] = (digest[8] & 0x3F) | 0x80  // variant 10xx (RFC 9562)

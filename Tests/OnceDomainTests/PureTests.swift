@@ -1,3 +1,4 @@
+import Crypto
 import OncePostgres
 import Testing
 
@@ -7,31 +8,36 @@ import OnceJSON
 
 @Suite("SHA-1 and name-based UUIDs")
 struct NameBasedUUIDTests {
-    private func hex(_ bytes: [UInt8]) -> String {
+    private func hex(_ bytes: some Sequence<UInt8>) -> String {
         bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
     }
 
-    @Test("SHA-1 matches the FIPS 180 and common test vectors")
+    /// The digest `NameBasedUUID` takes its bytes from.
+    private func sha1(_ bytes: some Sequence<UInt8>) -> Insecure.SHA1Digest {
+        Insecure.SHA1.hash(data: Array(bytes))
+    }
+
+    @Test("SHA-1 (swift-crypto's, as NameBasedUUID uses it) matches the FIPS 180 and common test vectors")
     func sha1Vectors() {
-        #expect(hex(SHA1.hash("".utf8)) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
-        #expect(hex(SHA1.hash("abc".utf8)) == "a9993e364706816aba3e25717850c26c9cd0d89d")
+        #expect(hex(sha1("".utf8)) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
+        #expect(hex(sha1("abc".utf8)) == "a9993e364706816aba3e25717850c26c9cd0d89d")
         #expect(
-            hex(SHA1.hash("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
+            hex(sha1("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
                 == "84983e441c3bd26ebaae4aa1f95129e5e54670f1")
         #expect(
-            hex(SHA1.hash("The quick brown fox jumps over the lazy dog".utf8))
+            hex(sha1("The quick brown fox jumps over the lazy dog".utf8))
                 == "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12")
         // Padding edges: 55, 56 and 64 bytes.
-        #expect(hex(SHA1.hash([UInt8](repeating: 0x61, count: 55))) == "c1c8bbdc22796e28c0e15163d20899b65621d65a")
-        #expect(hex(SHA1.hash([UInt8](repeating: 0x61, count: 56))) == "c2db330f6083854c99d4b5bfb6e8f29f201be699")
-        #expect(hex(SHA1.hash([UInt8](repeating: 0x61, count: 64))) == "0098ba824b5c16427bd7a1122a5a442a25ec644d")
+        #expect(hex(sha1([UInt8](repeating: 0x61, count: 55))) == "c1c8bbdc22796e28c0e15163d20899b65621d65a")
+        #expect(hex(sha1([UInt8](repeating: 0x61, count: 56))) == "c2db330f6083854c99d4b5bfb6e8f29f201be699")
+        #expect(hex(sha1([UInt8](repeating: 0x61, count: 64))) == "0098ba824b5c16427bd7a1122a5a442a25ec644d")
         #expect(
-            hex(SHA1.hash([UInt8](repeating: 0x61, count: 1_000_000))) == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
+            hex(sha1([UInt8](repeating: 0x61, count: 1_000_000))) == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
         // Fed in pieces, the same digest.
-        var hasher = SHA1()
+        var hasher = Insecure.SHA1()
         let bytes = (0..<3).flatMap { _ in (0...255).map(UInt8.init) }
         for piece in stride(from: 0, to: bytes.count, by: 37) {
-            hasher.update(bytes[piece..<min(piece + 37, bytes.count)])
+            hasher.update(data: Array(bytes[piece..<min(piece + 37, bytes.count)]))
         }
         #expect(hex(hasher.finalize()) == "ac2a264c8ec1f4232a40854e8239bc3a697ab1d2")
     }
@@ -44,6 +50,12 @@ struct NameBasedUUIDTests {
         #expect(
             NameBasedUUID(namespace: .dnsNamespace, name: "www.example.com").description
                 == "2ed6657d-e927-568b-95e1-2665a8aea6a2")
+        // Known answers from Python's uuid.uuid5: an empty name, and a non-ASCII name longer
+        // than one SHA-1 block with the namespace in front.
+        #expect(NameBasedUUID(namespace: .dnsNamespace, name: "").description == "4ebd0208-8328-5d69-8c44-ec50939c0967")
+        #expect(
+            NameBasedUUID(namespace: .onceNamespace, name: "job/zürich-tenant/" + String(repeating: "r", count: 100))
+                .description == "d053baed-ba8b-515c-8071-671105398f68")
         let parsed = try #require(NameBasedUUID(parsing: "6BA7B810-9DAD-11D1-80B4-00C04FD430C8"))
         #expect(parsed == .dnsNamespace)
         #expect(NameBasedUUID(parsing: "6ba7b810-9dad-11d1-80b4-00c04fd430c") == nil)
@@ -103,6 +115,49 @@ struct DomainLogicTests {
         for bad in ["", "abc", String(repeating: "x", count: 65), "SN_0001", "SN 0001", "ÄBCD", "sn/0001", "١٢٣٤"] {
             #expect(!DeviceUID.isValid(bad), "\(bad)")
         }
+    }
+
+    @Test("the first item of each business key applies; the others are duplicate or conflict against its row")
+    func firstPerBusinessKey() throws {
+        struct PermanentMissing: Error { var index: Int }
+        // Items as (key, value); a row records a value, and an item is the same when the values match.
+        let items: [(key: String, value: Int)] = [
+            ("a", 1), ("b", 2), ("a", 1), ("c", 3), ("b", 9), ("a", 5), ("d", 4), ("c", 3),
+        ]
+        let byKey = FirstPerBusinessKey(items) { $0.key }
+        #expect(byKey.keys == ["a", "b", "a", "c", "b", "a", "d", "c"])
+        #expect(byKey.firsts == [0, 1, 3, 6])
+        // The insert wrote rows for a and d; b and c stood already (c differently from item 3).
+        #expect(byKey.seenBefore(inserted: ["a", "d"]) == ["b", "c"])
+        let settled = try byKey.settle(
+            inserted: ["a", "d"], written: { items[$0].value }, existing: ["b": 2, "c": 7],
+            same: { items[$0].value == $1 }, missing: { PermanentMissing(index: $0) })
+        #expect(
+            settled.outcomes == [.applied, .duplicate, .duplicate, .conflict, .conflict, .conflict, .applied, .conflict])
+        #expect(settled.applied == [0, 6])
+        #expect(settled.conflicts.map(\.index) == [3, 4, 5, 7])
+        #expect(settled.conflicts.map(\.held) == [7, 2, 1, 7])
+        // A key with no row at all, written or read back, is an error, not an outcome.
+        #expect(throws: PermanentMissing.self) {
+            try byKey.settle(
+                inserted: ["a"], written: { items[$0].value }, existing: ["b": 2], same: { items[$0].value == $1 },
+                missing: { PermanentMissing(index: $0) })
+        }
+    }
+
+    @Test("one credit handler, two event types: each keeps its types, business-key field and credits range")
+    func creditEventTypes() {
+        #expect(BatchCompletedHandler.eventType == "batch.completed")
+        #expect(BatchCompletedHandler.chargedType == "credits.charged")
+        #expect(BatchCompletedHandler.maxCredits == 1_000_000)
+        #expect(LedgerKind.charge.businessKeyField == "batch_id")
+        #expect(LedgerKind.charge.credits == 0...1_000_000)
+        #expect(CreditsGrantedHandler.eventType == "credits.granted")
+        #expect(CreditsGrantedHandler.grantedType == "credits.granted")
+        #expect(CreditsGrantedHandler.maxCredits == 1_000_000_000)
+        #expect(LedgerKind.grant.businessKeyField == "grant_id")
+        #expect(LedgerKind.grant.credits == 1...1_000_000_000)
+        #expect(Domain.eventTypes == ["batch.completed", "credits.granted", "batch_action.requested", "job.requested"])
     }
 
     @Test("a batch action of 10,000 devices is classified by one statement with one array")
