@@ -62,6 +62,12 @@ public final class KafkaAdmin: Sendable {
         try await request { client throws(KafkaError) in try client.deleteTopics(names, timeout: timeout) }
     }
 
+    /// Deletes a consumer group's state on the broker; a broker refuses it (throws) while the
+    /// group has members.
+    public func deleteGroup(_ group: String, timeout: Duration = .seconds(10)) async throws {
+        try await request { client throws(KafkaError) in try client.deleteGroup(group, timeout: timeout) }
+    }
+
     /// The number of partitions of a topic; throws kind `.unknownTopicOrPartition` if it does not exist.
     public func partitionCount(topic: String, timeout: Duration = .seconds(10)) async throws -> Int32 {
         try await request { client throws(KafkaError) in try client.partitionCount(topic: topic, timeout: timeout) }

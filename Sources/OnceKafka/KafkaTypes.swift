@@ -97,6 +97,11 @@ public struct KafkaDeliveryReport: Sendable, Hashable {
 public struct KafkaWatermarks: Sendable, Hashable {
     public var low: Int64
     public var high: Int64
+
+    public init(low: Int64, high: Int64) {
+        self.low = low
+        self.high = high
+    }
 }
 
 /// A change of this member's assignment, as reported by the group's rebalance protocol.

@@ -186,27 +186,16 @@ public struct StatusReport: Sendable, Hashable {
 
     // MARK: - The broker part
 
-    /// A partition's log start and end as the broker reports them.
-    public struct Watermarks: Sendable, Hashable {
-        public var low: Int64
-        public var high: Int64
-
-        public init(low: Int64, high: Int64) {
-            self.low = low
-            self.high = high
-        }
-    }
-
     /// What the broker said about the topics: partition counts, watermarks, and what failed.
     public struct BrokerView: Sendable, Hashable {
         /// Partitions per topic the broker knows.
         public var partitionCounts: [String: Int32] = [:]
-        public var watermarks: [TopicPartition: Watermarks] = [:]
+        public var watermarks: [TopicPartition: KafkaWatermarks] = [:]
         /// One line per failure; the first unreachable answer stops the questions.
         public var notes: [String] = []
 
         public init(
-            partitionCounts: [String: Int32] = [:], watermarks: [TopicPartition: Watermarks] = [:],
+            partitionCounts: [String: Int32] = [:], watermarks: [TopicPartition: KafkaWatermarks] = [:],
             notes: [String] = []
         ) {
             self.partitionCounts = partitionCounts
@@ -252,7 +241,7 @@ public struct StatusReport: Sendable, Hashable {
         for partition in known.sorted() {
             do {
                 let watermarks = try await admin.watermarks(partition, timeout: timeout)
-                view.watermarks[partition] = Watermarks(low: watermarks.low, high: watermarks.high)
+                view.watermarks[partition] = watermarks
             } catch let error as KafkaError where unreachable(error) {
                 view.notes.append("the broker at \(brokers) stopped answering at \(partition) (\(error)): lag unknown")
                 return view

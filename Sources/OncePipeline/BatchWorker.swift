@@ -2,7 +2,6 @@ import Logging
 import OnceBackoff
 import OnceKafka
 import OncePostgres
-import ServiceLifecycle
 
 /// Runs batches on the database sessions, retrying transient failures with backoff.
 ///
@@ -18,11 +17,9 @@ struct BatchWorker: Sendable {
     let backoff: Backoff
     let processor: RecordProcessor
 
-    /// Runs `dispatch`, then whatever its end lets start, unless the pipeline is shutting down
-    /// (its batches in flight commit; buffered records wait for the partition's next owner).
+    /// Runs `dispatch`, then whatever its end lets start (nothing, once the table drains).
     func run(_ dispatch: PartitionTable.Dispatch) async {
         let next = await process(dispatch)
-        guard !Task.isShuttingDownGracefully && !Task.isCancelled else { return }
         await withDiscardingTaskGroup { group in
             for dispatch in next { group.addTask { await run(dispatch) } }
         }

@@ -87,6 +87,9 @@ public final class ConsumerPipeline: Service, Sendable {
                 // The batches and claims: this group ends only when the last of them has, so
                 // leaving it is the graceful stop's "let in-flight batches commit".
                 try await withThrowingDiscardingTaskGroup { work in
+                    // Once the loop ends no batch starts: those in flight finish, buffered
+                    // records wait for the partition's next owner.
+                    defer { table.drain() }
                     try await poll(consumer, table: table, claims: claims, worker: worker, work: &work)
                 }
             }
@@ -117,6 +120,8 @@ public final class ConsumerPipeline: Service, Sendable {
     ) async throws {
         let config = configuration
         var lastKafkaCommit = ContinuousClock.now
+        var assignment = AssignmentWatch(kafkaProperties: config.kafkaProperties)
+        assignment.awaitAssignment()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let polled: KafkaPollResult
             do {
@@ -126,10 +131,15 @@ public final class ConsumerPipeline: Service, Sendable {
                 throw error
             }
             for event in polled.rebalances {
+                assignment.saw(event)
                 if case .assigned(let partitions) = event {
                     let toClaim = table.assigned(partitions)
                     if !toClaim.isEmpty { work.addTask { await claims.claim(toClaim) } }
                 }
+            }
+            if assignment.isOverdue() {
+                let waited = assignment.patience
+                work.addTask { await self.recoverUnformedGroup(after: waited, logger: self.logger) }
             }
             for error in polled.errors { logger.warning("kafka: \(error)") }
             for dispatch in table.ingest(polled.records) { work.addTask { await worker.run(dispatch) } }

@@ -17,6 +17,8 @@ struct PartitionSchedule {
     private var consumerActions = ConsumerActions()
     private var lastActivity = ContinuousClock.now
     private var everAssigned = false
+    /// Set when the pipeline stops: no batch starts any more.
+    private var draining = false
 
     let maxBatch: Int
     let pauseAbove: Int
@@ -186,7 +188,13 @@ struct PartitionSchedule {
         return started
     }
 
+    /// The pipeline is stopping: batches in flight finish, no other starts.
+    mutating func drain() {
+        draining = true
+    }
+
     private mutating func startWaiting() -> [Dispatch] {
+        guard !draining else { return [] }
         for (partition, slot) in slots where !slot.buffer.isEmpty && !slot.inFlight && !waiting.contains(partition) {
             waiting.append(partition)
         }
@@ -327,6 +335,7 @@ final class PartitionTable: @unchecked Sendable {
         locked { $0.claimChanged(partition, heldUnder: generation, to: fence, owned: owned) }
     }
     func retrying(_ partition: TopicPartition) { locked { $0.retrying(partition) } }
+    func drain() { locked { $0.drain() } }
     func holds(_ partition: TopicPartition, generation: Int64) -> Bool { locked { $0.holds(partition, generation: generation) } }
     func takeConsumerActions() -> ConsumerActions { locked { $0.takeConsumerActions() } }
     func requeueCommits(_ commits: [TopicPartition: Int64]) { locked { $0.requeueCommits(commits) } }

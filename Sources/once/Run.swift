@@ -67,10 +67,12 @@ struct Run: AsyncParsableCommand {
         // --until-idle) shuts all of them down gracefully; whatever still runs 30 s later is
         // cancelled (a batch in flight is then abandoned, harmless behind its fence).
         var lifecycle = ServiceGroupConfiguration(
+                // Shut down in reverse order: the pipeline first (it leaves the group at once,
+                // so members stopped together leave together), the relay after it.
                 services: [
-                    .init(service: pipeline, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: relay, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: maintenance, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: relay, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: pipeline, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger)

@@ -52,6 +52,27 @@ extension RDKafkaClient {
         }
     }
 
+    /// Deletes a consumer group's state on the broker (its members, generation, leader and
+    /// committed offsets); a broker refuses it while the group has members (kind
+    /// `.other`, the broker's `GROUP_NOT_EMPTY` in the message).
+    func deleteGroup(_ group: String, timeout: Duration) throws(KafkaError) {
+        var groups: [OpaquePointer?] = [rd_kafka_DeleteGroup_new(group)]
+        defer { for item in groups { rd_kafka_DeleteGroup_destroy(item) } }
+        let outcome: (rd_kafka_resp_err_t, String?)? = try adminRequest(RD_KAFKA_ADMIN_OP_DELETEGROUPS, timeout: timeout) { options, queue in
+            rd_kafka_DeleteGroups(handle, &groups, groups.count, options, queue)
+        } results: { event in
+            var count = 0
+            let result = rd_kafka_event_DeleteGroups_result(event)
+            guard let items = rd_kafka_DeleteGroups_result_groups(result, &count), count > 0, let item = items[0],
+                let error = rd_kafka_group_result_error(item)
+            else { return nil }
+            return (rd_kafka_error_code(error), rd_kafka_error_string(error).map { String(cString: $0) })
+        }
+        if let (code, message) = outcome, code != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError(code, message: message)
+        }
+    }
+
     /// The number of partitions of a topic, from the cluster's metadata; throws kind
     /// `.unknownTopicOrPartition` if it does not exist.
     func partitionCount(topic: String, timeout: Duration) throws(KafkaError) -> Int32 {
