@@ -1,10 +1,10 @@
 import Foundation
 import OnceDomain
-import OnceKafka
-import OncePostgres
 import OnceJSON
+import OnceKafka
 import OnceOperations
 import OncePipeline
+import OncePostgres
 
 /// Replays a fully processed range: every partition of the batched run's topic, from offset 0
 /// to the last offset below its stored position, under the batched run's group. Every record's

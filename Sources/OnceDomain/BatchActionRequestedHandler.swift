@@ -1,8 +1,8 @@
-import OncePostgres
 import OnceEnvelope
 import OnceJSON
 import OnceOutbox
 import OncePipeline
+import OncePostgres
 
 /// `batch_action.requested` v1: classify each device of a batch action exactly once.
 ///

@@ -1,5 +1,5 @@
-import OncePostgres
 import OnceEnvelope
+import OncePostgres
 
 /// The finance audit of the credit tables: what each account was granted and charged, its
 /// balance, how many emissions were duplicates, and every anomaly, each found by one query.

@@ -1,7 +1,6 @@
 import OnceEnvelope
 import OncePipeline
 
-
 /// The two credit events, `batch.completed` v1 (a charge) and `credits.granted` v1 (a grant):
 /// each posts its credits exactly once per (tenant, business key), the business key being the
 /// event's `batch_id` or `grant_id`.

@@ -1,7 +1,7 @@
-import OncePostgres
 import OnceEnvelope
 import OnceOutbox
 import OncePipeline
+import OncePostgres
 
 /// What one event asks the ledger for: `credits` on `accountID`, once per business key.
 struct LedgerPosting: Sendable, Hashable {

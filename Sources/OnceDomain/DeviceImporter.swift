@@ -1,7 +1,7 @@
 import Foundation
-import OncePostgres
 import OnceEnvelope
 import OnceJSON
+import OncePostgres
 
 /// One device of the registry, as the batch-action rules read it.
 public struct DeviceRecord: Sendable, Hashable {

@@ -1,7 +1,6 @@
 import OncePipeline
 import OnceSchema
 
-
 /// The business side of `once`: credits (completions, grants), batch actions and jobs.
 ///
 /// The command line wires it in with two lines:

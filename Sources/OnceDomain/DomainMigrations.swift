@@ -1,6 +1,5 @@
 import OnceSchema
 
-
 extension Migration {
     /// The domain's tables (CONTRACT.md §2), versions 100 and up. Every key starts with the
     /// tenant; every business key of the contract is a unique constraint, which is what stops

@@ -1,6 +1,5 @@
 import OncePipeline
 
-
 /// A handler call's items grouped by business key, for the handlers that act once per key
 /// (`CreditLedger`, `JobRequestedHandler`), and what became of each item.
 ///

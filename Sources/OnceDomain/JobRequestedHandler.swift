@@ -1,8 +1,8 @@
-import OncePostgres
 import OnceEnvelope
 import OnceJSON
 import OnceOutbox
 import OncePipeline
+import OncePostgres
 
 /// `job.requested` v1: one job per (tenant, `request_id`), however many emissions arrive.
 ///

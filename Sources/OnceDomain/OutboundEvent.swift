@@ -2,7 +2,6 @@ import OnceEnvelope
 import OnceJSON
 import OnceOutbox
 
-
 /// An event this service publishes (CONTRACT.md §3), built into its outbox row.
 ///
 /// The record value is the contract's envelope, serialised with sorted keys:

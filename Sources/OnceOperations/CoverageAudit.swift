@@ -1,7 +1,7 @@
 import Foundation
 import OnceKafka
-import OncePostgres
 import OncePipeline
+import OncePostgres
 
 /// `once audit coverage`: proves CONTRACT.md §2's first invariant for a consumer group, by
 /// reading the broker's records below each partition's stored position and looking up each
@@ -75,7 +75,7 @@ public struct CoverageAudit: Sendable {
             _ = try tx.execute("SET TRANSACTION READ ONLY")
             let row = try tx.query(
                 "SELECT now(), last_prune FROM once_partitioning")
-            let positions = try StoredPositions(group: group).positions(on: tx)
+            let positions = try StoredPositions(consumerGroup: group).positions(on: tx)
             return Snapshot(
                 positions: positions, asOf: try row[0].decode(Date.self, column: 0),
                 lastPrune: try row[0].decode(Date?.self, column: 1))

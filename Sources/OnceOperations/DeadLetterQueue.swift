@@ -1,7 +1,7 @@
 import Foundation
 import OnceKafka
-import OncePostgres
 import OnceOutbox
+import OncePostgres
 
 /// One row of `dead_letters`, as `once dlq` shows it.
 public struct DeadLetterEntry: Sendable, Hashable {
@@ -22,10 +22,10 @@ public struct DeadLetterEntry: Sendable, Hashable {
 
 /// Reads a group's dead letters.
 public struct DeadLetterQueue: Sendable {
-    public let group: String
+    public let consumerGroup: String
 
-    public init(group: String) {
-        self.group = group
+    public init(consumerGroup: String) {
+        self.consumerGroup = consumerGroup
     }
 
     /// Oldest first; unresolved only unless `includeResolved`; at most `limit`.
@@ -41,7 +41,7 @@ public struct DeadLetterQueue: Sendable {
             WHERE consumer_group = $1 AND ($2 OR resolved_at IS NULL)
             ORDER BY id LIMIT $3
             """,
-            [.text(group), .bool(includeResolved), .int64(Int64(limit))]
+            [.text(consumerGroup), .bool(includeResolved), .int64(Int64(limit))]
         ).map(Self.entry)
     }
 

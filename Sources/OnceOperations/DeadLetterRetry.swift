@@ -1,11 +1,8 @@
 import Foundation
 import OnceKafka
-import OncePostgres
-import OnceEnvelope
-import OnceJSON
-import OncePipeline
-import OnceSchema
 import OnceOutbox
+import OncePipeline
+import OncePostgres
 
 /// Re-drives dead letters through the pipeline after a fix (`once dlq retry`).
 ///
@@ -74,7 +71,7 @@ public struct DeadLetterRetry: Sendable {
                 batch: PartitionBatch(partition: record.topicPartition, records: [record]),
                 records: [processor.decoder.decode(record)])
             summary = try processor.commit(
-                [part], mode: .deadLetterRetry(RetriedDeadLetter(id: id, group: consumerGroup, eventID: claimed)), on: db)
+                [part], mode: .deadLetterRetry(RetriedDeadLetter(id: id, consumerGroup: consumerGroup, eventID: claimed)), on: db)
         } catch is DeadLetterSettledMeanwhile {
             return DeadLetterRetryResult(id: id, status: .alreadyResolved, retries: retries)
         }

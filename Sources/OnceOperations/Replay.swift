@@ -1,8 +1,8 @@
 import Foundation
-import OnceKafka
-import OncePostgres
 import OnceBackoff
+import OnceKafka
 import OncePipeline
+import OncePostgres
 import OnceSchema
 
 /// `once replay`: re-reads a range of one partition and runs it through the pipeline's

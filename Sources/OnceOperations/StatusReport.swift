@@ -1,7 +1,7 @@
 import OnceKafka
-import OncePostgres
 import OnceOutbox
 import OncePipeline
+import OncePostgres
 import OnceSchema
 
 /// Where a consumer group stands: per partition its stored position against the broker's log

@@ -1,6 +1,6 @@
 import Foundation
-import OnceKafka
 import OnceEnvelope
+import OnceKafka
 
 /// One partition's records, in offset order, as the scheduler hands them to a worker.
 package struct PartitionBatch: Sendable {

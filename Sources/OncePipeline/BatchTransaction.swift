@@ -1,6 +1,6 @@
 import OnceKafka
-import OncePostgres
 import OnceOutbox
+import OncePostgres
 import OnceSchema
 
 /// The transaction that makes a batch's effects happen exactly once.
@@ -18,12 +18,12 @@ import OnceSchema
 ///
 /// Replays and dead-letter retries run this same transaction in another `TransactionMode`.
 package struct BatchTransaction: Sendable {
-    package var group: String
+    package var consumerGroup: String
     package var registry: HandlerRegistry
     package var deadLetterTopic: String
 
-    package init(group: String, registry: HandlerRegistry, deadLetterTopic: String) {
-        self.group = group
+    package init(consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String) {
+        self.consumerGroup = consumerGroup
         self.registry = registry
         self.deadLetterTopic = deadLetterTopic
     }
@@ -51,7 +51,7 @@ package struct BatchTransaction: Sendable {
             //    In partition order, so that two transactions fencing the same partitions (a
             //    zombie's and its successor's) queue instead of deadlocking.
             if case .consume(let fences) = mode {
-                let positions = StoredPositions(group: group)
+                let positions = StoredPositions(consumerGroup: consumerGroup)
                 for part in parts.sorted(by: { $0.batch.partition < $1.batch.partition }) {
                     let partition = part.batch.partition
                     try positions.advance(partition, under: fences[partition]!, to: part.batch.nextOffset, on: tx)
@@ -61,7 +61,7 @@ package struct BatchTransaction: Sendable {
 
             // (retry) The dead letter gives up its claim, so that its record counts as new again.
             if case .deadLetterRetry(let retrying) = mode {
-                try retrying.releaseClaim(of: records, group: group, on: tx)
+                try retrying.releaseClaim(of: records, consumerGroup: consumerGroup, on: tx)
             }
 
             // 2. Dedup: the first record of each (tenant, id) in the batch, claimed in
@@ -102,7 +102,7 @@ package struct BatchTransaction: Sendable {
                 ON CONFLICT DO NOTHING
                 RETURNING tenant_id, event_id, bucket::text, ctid::text
                 """,
-                [.text(group), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
+                [.text(consumerGroup), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
                  .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
                  .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.claimTenant)),
                  .textArray(candidates.map(\.provisionalOutcome.rawValue)),
@@ -116,7 +116,7 @@ package struct BatchTransaction: Sendable {
             // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
             let outbox = OutboxWriter()
             let finale = TransactionFinale(runsAtOnce: isolating)
-            let context = HandlerContext(connection: tx, consumerGroup: group, outbox: outbox, finale: finale)
+            let context = HandlerContext(connection: tx, consumerGroup: consumerGroup, outbox: outbox, finale: finale)
             var outcomes: [(ClaimKey, EventOutcome)] = []
             let rejected = new.compactMap(DeadLetter.init(invalid:))
             var deadLetters = rejected
@@ -147,7 +147,7 @@ package struct BatchTransaction: Sendable {
             if case .deadLetterRetry(let retrying) = mode {
                 try retrying.settle(failedAgain: deadLetters.first, on: tx)
             } else {
-                try DeadLetter.write(deadLetters, group: group, topic: deadLetterTopic, context: context)
+                try DeadLetter.write(deadLetters, consumerGroup: consumerGroup, topic: deadLetterTopic, context: context)
             }
 
             // 6. What handlers left for the end (`atCommit`: the hot rows other partitions wait

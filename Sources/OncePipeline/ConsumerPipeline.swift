@@ -64,7 +64,7 @@ public final class ConsumerPipeline: Service, Sendable {
             throw error
         }
         let claims = PartitionClaims(
-            positions: StoredPositions(group: config.consumerGroup), owner: config.memberID, control: control, table: table,
+            positions: StoredPositions(consumerGroup: config.consumerGroup), owner: config.memberID, control: control, table: table,
             logger: logger)
         let worker = BatchWorker(
             table: table, sessions: sessions, claims: claims, logger: logger, backoff: Backoff(cap: config.maxRetryDelay),

@@ -1,8 +1,7 @@
-import OnceKafka
-import OncePostgres
 import OnceEnvelope
-import OnceJSON
+import OnceKafka
 import OnceOutbox
+import OncePostgres
 import OnceSchema
 
 /// A record rejected for good: kept with its bytes, its position and a reason, and published to
@@ -34,7 +33,7 @@ struct DeadLetter: Sendable {
     }
 
     /// Writes the rows and their outbox records in the caller's transaction.
-    static func write(_ letters: [DeadLetter], group: String, topic: String, context: HandlerContext) throws {
+    static func write(_ letters: [DeadLetter], consumerGroup: String, topic: String, context: HandlerContext) throws {
         guard !letters.isEmpty else { return }
         _ = try context.connection.pipeline { pipeline in
             for letter in letters {
@@ -44,27 +43,27 @@ struct DeadLetter: Sendable {
                         (consumer_group, topic, partition, kafka_offset, event_id, reason_code, error, payload, headers)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                     """,
-                    [.text(group), .text(letter.record.topic), .int32(letter.record.partition),
+                    [.text(consumerGroup), .text(letter.record.topic), .int32(letter.record.partition),
                      .int64(letter.record.offset), .text(letter.eventID), .text(letter.reason.rawValue),
                      .text(letter.message), PostgresValue(letter.record.value), .jsonb(letter.headersJSON)])
             }
         }
-        try context.publish(letters.map { $0.outboxMessage(group: group, topic: topic) })
+        try context.publish(letters.map { $0.outboxMessage(consumerGroup: consumerGroup, topic: topic) })
     }
 
     /// The record for the dead-letter topic: the original value and headers naming the source
     /// and the reason. A `too_large` value is left out (no broker would take it); its bytes are in
     /// `dead_letters.payload` and its size in the `once-payload-bytes` header.
-    func outboxMessage(group: String, topic: String) -> OutboxMessage {
+    func outboxMessage(consumerGroup: String, topic: String) -> OutboxMessage {
         var message = OutboxMessage(
             tenantID: tenantID ?? "",
             eventType: "once.dead_letter",
-            aggregateID: "\(group)/\(record.topic)/\(record.partition)/\(record.offset)",
+            aggregateID: "\(consumerGroup)/\(record.topic)/\(record.partition)/\(record.offset)",
             topic: topic,
             key: eventID,
             payload: record.value,
             headers: [
-                "once-consumer-group": group,
+                "once-consumer-group": consumerGroup,
                 "once-source-topic": record.topic,
                 "once-source-partition": String(record.partition),
                 "once-source-offset": String(record.offset),
@@ -96,22 +95,22 @@ public struct DeadLetterNote: Sendable, Hashable {
 /// bookkeeping part of the re-drive's transaction.
 package struct RetriedDeadLetter: Sendable {
     package var id: Int64
-    package var group: String
+    package var consumerGroup: String
     /// The id its record was claimed under when it was dead-lettered.
     package var eventID: String
 
-    package init(id: Int64, group: String, eventID: String) {
+    package init(id: Int64, consumerGroup: String, eventID: String) {
         self.id = id
-        self.group = group
+        self.consumerGroup = consumerGroup
         self.eventID = eventID
     }
 
     /// Locks the dead letter (a concurrent retry waits, then finds it settled) and releases the
     /// claim of its record, unless the record now carries another id.
-    func releaseClaim(of records: [BatchRecord], group: String, on tx: PostgresConnection) throws {
+    func releaseClaim(of records: [BatchRecord], consumerGroup: String, on tx: PostgresConnection) throws {
         let unresolved = try tx.query(
             "SELECT 1 FROM dead_letters WHERE id = $1 AND consumer_group = $2 AND resolved_at IS NULL FOR UPDATE",
-            [.int64(id), .text(group)])
+            [.int64(id), .text(consumerGroup)])
         guard !unresolved.isEmpty else { throw DeadLetterSettledMeanwhile() }
         guard let record = records.first, record.eventID == eventID else { return }
         // Its tenant's claim in whichever partition it fell (or the pre-upgrade one, which
@@ -121,7 +120,7 @@ package struct RetriedDeadLetter: Sendable {
             DELETE FROM processed_messages
             WHERE consumer_group = $1 AND event_id = $2 AND (tenant_id = $3 OR tenant_id IS NULL) AND outcome = 'dead_lettered'
             """,
-            [.text(group), .text(eventID), .text(record.claimTenant)])
+            [.text(consumerGroup), .text(eventID), .text(record.claimTenant)])
     }
 
     /// Resolves the dead letter, or records why it failed again.

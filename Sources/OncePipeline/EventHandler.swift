@@ -1,7 +1,7 @@
-import OnceKafka
-import OncePostgres
 import OnceEnvelope
+import OnceKafka
 import OnceOutbox
+import OncePostgres
 
 /// What an event did, as recorded in `processed_messages.outcome`.
 public enum EventOutcome: String, Sendable, CaseIterable, Hashable {

@@ -17,7 +17,7 @@ public struct RecordProcessor: Sendable {
         maxRecordBytes: Int = PipelineDefaults.maxRecordBytes
     ) {
         decoder = BatchDecoder(registry: registry, maxRecordBytes: maxRecordBytes)
-        transaction = BatchTransaction(group: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
+        transaction = BatchTransaction(consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
     }
 
     /// Applies `records` (one partition, offset order) in one transaction and reports the outcome

@@ -46,10 +46,10 @@ package struct BatchFenced: Error, CustomStringConvertible {
 /// short transaction) on the connection it is given, so it blocks that connection's thread.
 /// Errors are the connection's `PostgresError`s, and `BatchFenced` from `advance`.
 public struct StoredPositions: Sendable {
-    public let group: String
+    public let consumerGroup: String
 
-    public init(group: String) {
-        self.group = group
+    public init(consumerGroup: String) {
+        self.consumerGroup = consumerGroup
     }
 
     // MARK: Reading and operator resets
@@ -61,7 +61,7 @@ public struct StoredPositions: Sendable {
             SELECT topic, partition, next_offset, generation, owner, updated_at FROM consumer_offsets
             WHERE consumer_group = $1 ORDER BY topic, partition
             """,
-            [.text(group)]
+            [.text(consumerGroup)]
         ).map(Self.position)
     }
 
@@ -71,7 +71,7 @@ public struct StoredPositions: Sendable {
         _ partition: TopicPartition, to offset: Int64, on db: PostgresConnection
     ) throws -> (before: StoredPosition?, after: StoredPosition) {
         try db.transaction { tx in
-            let parameters: [PostgresValue] = [.text(group), .text(partition.topic), .int32(partition.partition)]
+            let parameters: [PostgresValue] = [.text(consumerGroup), .text(partition.topic), .int32(partition.partition)]
             let before = try tx.query(
                 """
                 SELECT topic, partition, next_offset, generation, owner, updated_at FROM consumer_offsets
@@ -108,7 +108,7 @@ public struct StoredPositions: Sendable {
             DO UPDATE SET generation = o.generation + 1, owner = EXCLUDED.owner, updated_at = now()
             RETURNING topic, partition, next_offset, generation
             """,
-            [.text(group), .text(owner), .textArray(partitions.map(\.topic)), .int64Array(partitions.map { Int64($0.partition) })]
+            [.text(consumerGroup), .text(owner), .textArray(partitions.map(\.topic)), .int64Array(partitions.map { Int64($0.partition) })]
         ).map { row in
             (TopicPartition(try row.decode(String.self, column: 0), try row.decode(Int32.self, column: 1)),
              PartitionFence(generation: try row.decode(Int64.self, column: 3), nextOffset: try row.decode(Int64?.self, column: 2)))
@@ -119,7 +119,7 @@ public struct StoredPositions: Sendable {
     package func claim(of partition: TopicPartition, on db: PostgresConnection) throws -> (PartitionFence, owner: String?)? {
         try db.query(
             "SELECT next_offset, generation, owner FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-            [.text(group), .text(partition.topic), .int32(partition.partition)]
+            [.text(consumerGroup), .text(partition.topic), .int32(partition.partition)]
         ).first.map { row in
             (PartitionFence(generation: try row.decode(Int64.self, column: 1), nextOffset: try row.decode(Int64?.self, column: 0)),
              try row.decode(String?.self, column: 2))
@@ -138,7 +138,7 @@ public struct StoredPositions: Sendable {
                 ON o.topic = h.topic AND o.partition = h.partition
             WHERE o.consumer_group = $1
             """,
-            [.text(group), .textArray(partitions.map(\.topic)), .int64Array(partitions.map { Int64($0.partition) })]
+            [.text(consumerGroup), .textArray(partitions.map(\.topic)), .int64Array(partitions.map { Int64($0.partition) })]
         ).map { row in
             let fence = PartitionFence(
                 generation: try row.decode(Int64.self, column: 3), nextOffset: try row.decode(Int64?.self, column: 2))
@@ -162,7 +162,7 @@ public struct StoredPositions: Sendable {
             WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND generation = $4
               AND next_offset IS NOT DISTINCT FROM $6
             """,
-            [.text(group), .text(partition.topic), .int32(partition.partition), .int64(fence.generation),
+            [.text(consumerGroup), .text(partition.topic), .int32(partition.partition), .int64(fence.generation),
              .int64(nextOffset), PostgresValue(fence.nextOffset)]
         ).affectedRows
         guard moved == 1 else { throw BatchFenced(partition: partition, generation: fence.generation) }

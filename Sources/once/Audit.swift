@@ -1,8 +1,8 @@
 import ArgumentParser
 import Logging
 import OnceDomain
-import OncePostgres
 import OnceJSON
+import OncePostgres
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -105,7 +105,7 @@ struct AuditCredits: AsyncParsableCommand {
         let logger = try connection.makeLogger()
         let url = try settings.requireDatabaseURL()
         let scope = CreditAudit.Scope(
-            consumerGroup: settings.groupID, tenantID: tenant, since: since.flatMap(CreditAudit.instant))
+            consumerGroup: settings.consumerGroup, tenantID: tenant, since: since.flatMap(CreditAudit.instant))
 
         let client = try await connectDatabase(url, logger: logger)
         let report: CreditAudit.Report

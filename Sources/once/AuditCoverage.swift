@@ -1,12 +1,12 @@
 import ArgumentParser
 import Foundation
 import OnceDomain
-import OnceKafka
-import OncePostgres
 import OnceEnvelope
 import OnceJSON
+import OnceKafka
 import OnceOperations
 import OncePipeline
+import OncePostgres
 
 struct AuditCoverage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -86,7 +86,7 @@ struct AuditCoverage: AsyncParsableCommand {
         let url = try settings.requireDatabaseURL()
         let brokers = try settings.requireBrokers()
         let kafkaLogger = connection.kafkaLogger(logger)
-        let group = settings.groupID
+        let group = settings.consumerGroup
 
         let database = try await connectDatabase(url, logger: logger)
         let snapshot: CoverageAudit.Snapshot

@@ -11,7 +11,7 @@ struct ConnectionOptions: ParsableArguments {
     var brokers: String?
 
     @Option(name: .customLong("group"), help: "Consumer group id (env ONCE_GROUP_ID; default once).")
-    var groupID: String?
+    var consumerGroup: String?
 
     @Option(help: "Comma-separated input topics (env ONCE_TOPICS).")
     var topics: String?
@@ -30,7 +30,7 @@ struct ConnectionOptions: ParsableArguments {
         flags.retention = retention
         flags.databaseURL = databaseURL
         flags.brokers = brokers
-        flags.groupID = groupID
+        flags.consumerGroup = consumerGroup
         flags.topics = topics
         flags.configFile = configFile
         flags.kafkaProperties = kafkaProperties

@@ -1,10 +1,10 @@
 import ArgumentParser
 import Foundation
 import OnceDomain
-import OncePostgres
 import OnceJSON
 import OnceOperations
 import OncePipeline
+import OncePostgres
 
 struct DeadLetters: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,7 +37,7 @@ struct DeadLetters: AsyncParsableCommand {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
-            let queue = DeadLetterQueue(group: settings.groupID)
+            let queue = DeadLetterQueue(consumerGroup: settings.consumerGroup)
             let (all, limit) = (self.all, self.limit)
             let entries = try await database.readAndClose("dead_letters") { db in
                 try queue.list(includeResolved: all, limit: limit, on: db)
@@ -47,11 +47,11 @@ struct DeadLetters: AsyncParsableCommand {
                 print(
                     JSONWriter.serializeString(
                         .object([
-                            "consumer_group": .string(settings.groupID),
+                            "consumer_group": .string(settings.consumerGroup),
                             "dead_letters": .array(entries.map { DeadLetters.json($0, payload: false) }),
                         ])))
             case .table where entries.isEmpty:
-                print("no \(all ? "" : "unresolved ")dead letters in group \(settings.groupID)")
+                print("no \(all ? "" : "unresolved ")dead letters in group \(settings.consumerGroup)")
             case .table:
                 var header = ["id", "created_at", "source", "event_id", "reason_code", "retries", "error"]
                 if all { header.insert("resolved_at", at: 2) }
@@ -90,7 +90,7 @@ struct DeadLetters: AsyncParsableCommand {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
-            let queue = DeadLetterQueue(group: settings.groupID)
+            let queue = DeadLetterQueue(consumerGroup: settings.consumerGroup)
             let id = self.id
             let found = try await database.readAndClose("dead_letters") { db in try queue.entry(id: id, on: db) }
             guard let entry = found else { throw CommandFailure("there is no dead letter \(id)") }
@@ -172,7 +172,7 @@ struct DeadLetters: AsyncParsableCommand {
             try await ensurePartitions(database)
             var registry = HandlerRegistry()
             Domain.register(into: &registry)
-            let retry = DeadLetterRetry(consumerGroup: settings.groupID, registry: registry)
+            let retry = DeadLetterRetry(consumerGroup: settings.consumerGroup, registry: registry)
             var results: [DeadLetterRetryResult] = []
             do {
                 let ids: [Int64]
@@ -204,13 +204,13 @@ struct DeadLetters: AsyncParsableCommand {
                 print(
                     JSONWriter.serializeString(
                         .object([
-                            "consumer_group": .string(settings.groupID),
+                            "consumer_group": .string(settings.consumerGroup),
                             "results": .array(results.map(Self.json)),
                             "resolved": .integer(Int64(results.count - failed)),
                             "unresolved": .integer(Int64(failed)),
                         ])))
             case .text where all && results.isEmpty:
-                print("no unresolved dead letters in group \(settings.groupID)")
+                print("no unresolved dead letters in group \(settings.consumerGroup)")
             case .text where all:
                 print("retried \(results.count): \(results.count - failed) resolved, \(failed) still unresolved")
             case .text:

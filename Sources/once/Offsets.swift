@@ -1,11 +1,11 @@
 import ArgumentParser
 import Foundation
-import OnceKafka
-import OncePostgres
 import OnceEnvelope
 import OnceJSON
+import OnceKafka
 import OnceOperations
 import OncePipeline
+import OncePostgres
 
 struct Offsets: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,18 +27,18 @@ struct Offsets: AsyncParsableCommand {
             let settings = try connection.settings()
             let logger = try connection.makeLogger()
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
-            let offsets = StoredPositions(group: settings.groupID)
+            let offsets = StoredPositions(consumerGroup: settings.consumerGroup)
             let positions = try await database.readAndClose("consumer_offsets") { db in try offsets.positions(on: db) }
             switch format {
             case .json:
                 print(
                     JSONWriter.serializeString(
                         .object([
-                            "consumer_group": .string(settings.groupID),
+                            "consumer_group": .string(settings.consumerGroup),
                             "partitions": .array(positions.map(Self.json)),
                         ])))
             case .table where positions.isEmpty:
-                print("no stored positions for group \(settings.groupID)")
+                print("no stored positions for group \(settings.consumerGroup)")
             case .table:
                 print(
                     ReportTable(
@@ -139,7 +139,7 @@ struct Offsets: AsyncParsableCommand {
             do {
                 let reader = try await PartitionReader(
                     brokers: brokers, properties: settings.kafkaProperties,
-                    groupID: OperatorChecks.readerGroupID(settings.groupID, purpose: "offsets"), partition: source,
+                    groupID: OperatorChecks.readerGroupID(settings.consumerGroup, purpose: "offsets"), partition: source,
                     logger: kafkaLogger)
                 do {
                     offset = try await target.resolve(with: reader)
@@ -155,7 +155,7 @@ struct Offsets: AsyncParsableCommand {
             }
 
             let database = try await connectDatabase(try settings.requireDatabaseURL(), logger: logger)
-            let offsets = StoredPositions(group: settings.groupID)
+            let offsets = StoredPositions(consumerGroup: settings.consumerGroup)
             let before: StoredPosition?
             let after: StoredPosition
             do {
@@ -172,7 +172,7 @@ struct Offsets: AsyncParsableCommand {
                 print(
                     JSONWriter.serializeString(
                         .object([
-                            "consumer_group": .string(settings.groupID),
+                            "consumer_group": .string(settings.consumerGroup),
                             "before": before.map(Show.json) ?? .null,
                             "after": Show.json(after),
                         ])))
@@ -182,7 +182,7 @@ struct Offsets: AsyncParsableCommand {
                 before.map { "\($0.nextOffset.map(String.init) ?? "earliest") (generation \($0.generation))" }
                 ?? "(nothing stored)"
             let now = "\(offset) (generation \(after.generation))"
-            print("\(source) of group \(settings.groupID): next offset \(was) → \(now)")
+            print("\(source) of group \(settings.consumerGroup): next offset \(was) → \(now)")
             if let owner = after.owner {
                 print("owner \(owner) keeps it; while it runs, it goes on from \(offset) within seconds")
             } else {

@@ -1,11 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
-import OnceKafka
-import OncePostgres
-import OnceEnvelope
 import OnceJSON
+import OnceKafka
 import OncePipeline
+import OncePostgres
 
 // What the operator commands (replay, offsets, dlq) share: checking a partition on the broker,
 // quiet Kafka clients, tables, pretty JSON, hex dumps, times and a progress line.

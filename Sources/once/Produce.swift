@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import OnceKafka
 import OnceJSON
+import OnceKafka
 
 struct Produce: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

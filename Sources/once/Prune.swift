@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
+import OnceJSON
 import OnceKafka
 import OncePostgres
-import OnceJSON
 import OnceSchema
 
 struct Prune: AsyncParsableCommand {

@@ -1,11 +1,11 @@
 import ArgumentParser
 import Foundation
 import OnceDomain
-import OnceKafka
-import OncePostgres
 import OnceJSON
+import OnceKafka
 import OnceOperations
 import OncePipeline
+import OncePostgres
 
 struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -70,7 +70,7 @@ struct Replay: AsyncParsableCommand {
         do {
             reader = try await PartitionReader(
                 brokers: brokers, properties: settings.kafkaProperties,
-                groupID: OperatorChecks.readerGroupID(settings.groupID, purpose: "replay"), partition: source,
+                groupID: OperatorChecks.readerGroupID(settings.consumerGroup, purpose: "replay"), partition: source,
                 logger: kafkaLogger)
         } catch {
             await database.close()
@@ -80,7 +80,7 @@ struct Replay: AsyncParsableCommand {
         var registry = HandlerRegistry()
         Domain.register(into: &registry)
         let replay = PartitionReplay(
-            processor: RecordProcessor(consumerGroup: settings.groupID, registry: registry), database: database,
+            processor: RecordProcessor(consumerGroup: settings.consumerGroup, registry: registry), database: database,
             reader: reader)
         let request = PartitionReplay.Request(
             partition: source, from: fromOffset, through: toOffset, dryRun: dryRun, batchSize: batchSize)

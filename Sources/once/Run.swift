@@ -2,11 +2,11 @@ import ArgumentParser
 import Logging
 import OnceDomain
 import OnceKafka
-import OncePostgres
-import ServiceLifecycle
 import OnceOutbox
 import OncePipeline
+import OncePostgres
 import OnceSchema
+import ServiceLifecycle
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,7 +36,7 @@ struct Run: AsyncParsableCommand {
         let settings = try connection.settings(retention: retention)
         let logger = try connection.makeLogger()
         var configuration = PipelineConfiguration(databaseURL: try settings.requireDatabaseURL(), brokers: try settings.requireBrokers())
-        configuration.consumerGroup = settings.groupID
+        configuration.consumerGroup = settings.consumerGroup
         configuration.topics = settings.topics
         configuration.kafkaProperties = settings.kafkaProperties
         configuration.connections = connections

@@ -14,7 +14,7 @@ import OnceSchema
 public struct Settings: Sendable, Hashable {
     public var databaseURL: String?
     public var brokers: String?
-    public var groupID = PipelineDefaults.consumerGroup
+    public var consumerGroup = PipelineDefaults.consumerGroup
     public var topics = PipelineDefaults.topics
     public var kafkaProperties: [String: String] = [:]
     /// How long processed ids, published outbox rows and resolved dead letters are kept.
@@ -24,7 +24,7 @@ public struct Settings: Sendable, Hashable {
     public struct Flags: Sendable, Hashable {
         public var databaseURL: String?
         public var brokers: String?
-        public var groupID: String?
+        public var consumerGroup: String?
         public var topics: String?
         public var configFile: String?
         public var kafkaProperties: [String] = []
@@ -68,7 +68,7 @@ public struct Settings: Sendable, Hashable {
         }
         if let value = flags.databaseURL { settings.databaseURL = value }
         if let value = flags.brokers { settings.brokers = value }
-        if let value = flags.groupID { try settings.apply(key: "group_id", value: value, origin: "--group") }
+        if let value = flags.consumerGroup { try settings.apply(key: "group_id", value: value, origin: "--group") }
         if let value = flags.topics { try settings.apply(key: "topics", value: value, origin: "--topics") }
         if let value = flags.retention { try settings.apply(key: "retention", value: value, origin: "--retention") }
         for item in flags.kafkaProperties {
@@ -86,7 +86,7 @@ public struct Settings: Sendable, Hashable {
         case "brokers": brokers = value
         case "group_id":
             guard !value.isEmpty else { throw SettingsError("\(origin): the group id is empty") }
-            groupID = value
+            consumerGroup = value
         case "topics":
             let list = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             guard !list.isEmpty else { throw SettingsError("\(origin): no topics given") }

@@ -1,11 +1,11 @@
 import ArgumentParser
 import Foundation
 import Logging
-import OnceKafka
-import OncePostgres
 import OnceJSON
+import OnceKafka
 import OnceOperations
 import OncePipeline
+import OncePostgres
 import OnceSchema
 
 /// How `once status` prints its report.
@@ -99,7 +99,7 @@ struct Status: AsyncParsableCommand {
             var report: StatusReport
             do {
                 report = try await client.withConnection { db in
-                    try StatusReport.readDatabase(consumerGroup: settings.groupID, on: db)
+                    try StatusReport.readDatabase(consumerGroup: settings.consumerGroup, on: db)
                 }
             } catch {
                 throw CommandFailure(describeQueryFailure(error, doing: "reading the status"))

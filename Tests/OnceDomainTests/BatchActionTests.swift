@@ -1,8 +1,8 @@
 import Foundation
 import OnceDomain
+import OnceJSON
 import OncePostgres
 import Testing
-import OnceJSON
 
 @Suite("Batch actions: device rules, one row per device", .freshDatabase, .serialized, .timeLimit(.minutes(3)))
 struct BatchActionTests {

@@ -1,11 +1,11 @@
 import Dispatch
 import OnceDomain
+import OnceJSON
 import OnceKafka
+import OncePipeline
 import OncePostgres
 import Synchronization
 import Testing
-import OnceJSON
-import OncePipeline
 
 @Suite("Credits: completions and grants", .freshDatabase, .serialized, .timeLimit(.minutes(3)))
 struct CreditsTests {

@@ -1,7 +1,7 @@
 import OnceDomain
+import OnceJSON
 import OncePostgres
 import Testing
-import OnceJSON
 
 @Suite("Jobs: one job per request", .freshDatabase, .serialized, .timeLimit(.minutes(3)))
 struct JobsTests {

@@ -1,10 +1,10 @@
 import Crypto
+import OnceEnvelope
+import OnceJSON
 import OncePostgres
 import Testing
 
 @testable import OnceDomain
-import OnceEnvelope
-import OnceJSON
 
 @Suite("SHA-1 and name-based UUIDs")
 struct NameBasedUUIDTests {

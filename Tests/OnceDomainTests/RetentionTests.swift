@@ -2,9 +2,9 @@ import Foundation
 import OnceDomain
 import OnceKafka
 import OncePostgres
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceSchema
 
 /// Time partitions one second wide, so that boundaries pass and partitions leave the window
 /// within a test.

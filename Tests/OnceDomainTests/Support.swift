@@ -1,11 +1,11 @@
 import Foundation
 import OnceDomain
-import OnceKafka
-import OncePostgres
-import Testing
 import OnceJSON
+import OnceKafka
 import OncePipeline
+import OncePostgres
 import OnceSchema
+import Testing
 
 // MARK: - A fresh database per suite
 

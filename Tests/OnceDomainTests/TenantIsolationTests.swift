@@ -1,9 +1,9 @@
 import OnceDomain
+import OnceJSON
 import OnceKafka
+import OncePipeline
 import OncePostgres
 import Testing
-import OnceJSON
-import OncePipeline
 
 /// Event ids are the producers' and unique only within a tenant (CONTRACT.md §2): the same id
 /// in two tenants is two events, each with its effect; twice in one tenant, one event.

@@ -1,12 +1,12 @@
 import Foundation
 import OnceDomain
+import OnceJSON
 import OnceKafka
+import OncePipeline
 import OncePostgres
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceJSON
-import OncePipeline
-import OnceSchema
 
 /// Migration 4 on a populated database: the history made under the old key (group, event id)
 /// keeps every record it has seen from applying again. The bench's upgrade step does the same

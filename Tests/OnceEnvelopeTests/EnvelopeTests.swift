@@ -1,7 +1,7 @@
 import Testing
+
 @testable import OnceEnvelope
 @testable import OnceJSON
-
 
 @Suite("Envelope")
 struct EnvelopeTests {

@@ -1,6 +1,6 @@
 import Testing
-@testable import OnceJSON
 
+@testable import OnceJSON
 
 @Suite("JSON")
 struct JSONTests {

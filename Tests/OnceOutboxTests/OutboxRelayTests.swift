@@ -3,9 +3,9 @@ import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+
 @testable import OnceOutbox
 @testable import OnceSchema
-
 
 /// The relay's marks as a plain value: the head follows what was read, gaps keep the ids below it
 /// that may still commit, the floor waits for the transactions that could fill them.

@@ -3,9 +3,9 @@ import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
+
 @testable import OnceJSON
 @testable import OnceSchema
-
 
 @Suite(.timeLimit(.minutes(5)), .serialized)
 struct ConsumerPipelineTests {

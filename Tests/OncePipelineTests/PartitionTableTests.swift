@@ -1,7 +1,7 @@
 import OnceKafka
 import Testing
-@testable import OncePipeline
 
+@testable import OncePipeline
 
 /// The scheduler's state machine as a plain value: feed events, check what it asks for.
 @Suite struct PartitionTableTests {

@@ -1,9 +1,10 @@
 import Foundation
 import OnceKafka
 import OncePostgres
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceSchema
+
 @testable import OncePipeline
 
 /// How a running member meets an operator's reset: the scheduler's side as a plain value.
@@ -94,7 +95,7 @@ struct OffsetResetDatabaseTests {
             """,
             [.text(group)])
 
-        let offsets = StoredPositions(group: group)
+        let offsets = StoredPositions(consumerGroup: group)
         let (before, after) = try offsets.reset(partition, to: 20, on: connection)
         #expect(before?.nextOffset == 50 && before?.generation == 3)
         #expect(after.nextOffset == 20 && after.generation == 4 && after.owner == "member-a")
@@ -102,7 +103,7 @@ struct OffsetResetDatabaseTests {
         // A batch of the old claim (generation 3, from 50) is fenced and writes nothing.
         var registry = HandlerRegistry()
         registry.register(TestEffectHandler(outputTopic: "out"))
-        let transaction = BatchTransaction(group: group, registry: registry, deadLetterTopic: "dlq")
+        let transaction = BatchTransaction(consumerGroup: group, registry: registry, deadLetterTopic: "dlq")
         let batch = PartitionBatch(
             partition: partition,
             records: [
@@ -179,7 +180,7 @@ struct MultiPartitionTransactionTests {
             [.text(group)])
         var registry = HandlerRegistry()
         registry.register(TestEffectHandler(outputTopic: "out"))
-        let transaction = BatchTransaction(group: group, registry: registry, deadLetterTopic: "dlq")
+        let transaction = BatchTransaction(consumerGroup: group, registry: registry, deadLetterTopic: "dlq")
         let decoder = BatchDecoder(registry: registry)
         func part(_ partition: Int32, from offset: Int64, ids: [String], generation: Int64) -> (BatchPart, PartitionFence) {
             let records = ids.enumerated().map { index, id in

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import OnceSchema
+import Testing
 
 @Suite struct RetentionParsingTests {
     static let cases: [(String, Int64)] = [

@@ -1,8 +1,8 @@
 import Foundation
 import OnceKafka
 import OncePostgres
-import Testing
 import OnceSchema
+import Testing
 
 /// Services for pipeline tests: the local database and broker from the environment that
 /// `deploy/local/services` writes. A missing setting fails the test; nothing here passes

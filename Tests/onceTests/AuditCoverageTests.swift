@@ -1,9 +1,9 @@
 import Foundation
+import OnceJSON
 import OnceKafka
 import OncePostgres
 import OnceTestSupport
 import Testing
-import OnceJSON
 
 /// `once audit coverage` against partitions `once run` processed, with gaps made on purpose.
 @Suite(.timeLimit(.minutes(6)), .serialized)

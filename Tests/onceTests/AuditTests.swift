@@ -1,12 +1,12 @@
 import Foundation
 import OnceDomain
+import OnceJSON
 import OnceKafka
+import OncePipeline
 import OncePostgres
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceJSON
-import OncePipeline
-import OnceSchema
 
 /// Builds the credit tables through the real pipeline transaction (`RecordProcessor` with the
 /// domain's handlers), as `once run` would, for one consumer group.

@@ -1,8 +1,8 @@
 import Foundation
 import OnceDomain
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceSchema
 
 @Suite(.timeLimit(.minutes(3)))
 struct CommandLineTests {

@@ -1,7 +1,7 @@
 import Foundation
+import OnceJSON
 import OnceTestSupport
 import Testing
-import OnceJSON
 
 /// `once offsets show` and `once offsets reset`, with and without members running.
 @Suite(.timeLimit(.minutes(6)), .serialized)

@@ -1,11 +1,11 @@
 import Foundation
 import OnceDomain
+import OnceJSON
 import OnceKafka
 import OncePostgres
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceJSON
-import OnceSchema
 
 /// A database, a topic, a group and a tenant of their own for the operator commands' tests
 /// (replay, offsets, dlq), with `once` run as a child process against them.

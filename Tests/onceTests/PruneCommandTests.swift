@@ -1,11 +1,11 @@
 import Foundation
 import OnceDomain
+import OnceJSON
 import OnceKafka
 import OncePostgres
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceJSON
-import OnceSchema
 
 /// `once prune`, `once status`'s retention section and `once run`'s own pruning, against
 /// one-second partitions.

@@ -1,7 +1,7 @@
 import Foundation
+import OnceJSON
 import OnceTestSupport
 import Testing
-import OnceJSON
 
 /// `once replay` as an operator runs it, against a partition `once run` has processed.
 @Suite(.timeLimit(.minutes(4)), .serialized)

@@ -1,10 +1,10 @@
 import Foundation
 import OnceDomain
+import OnceJSON
 import OnceKafka
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceJSON
-import OnceSchema
 
 /// `once run` as operators run it: a child process, killed, restarted, joined by a second one.
 @Suite(.timeLimit(.minutes(6)), .serialized)

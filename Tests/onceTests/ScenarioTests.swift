@@ -1,9 +1,9 @@
 import Foundation
 import OnceDomain
 import OnceKafka
+import OnceSchema
 import OnceTestSupport
 import Testing
-import OnceSchema
 
 /// The fixtures of `Fixtures/README.md`, end to end: `once devices import`, `once produce`,
 /// `once run --until-idle` against the real broker and database; then the same files again.

@@ -21,14 +21,14 @@ import Testing
             readFile: { _ in file })
         #expect(settings.databaseURL == "postgresql://file/db")
         #expect(settings.brokers == "flag:9092")
-        #expect(settings.groupID == "from-env")
+        #expect(settings.consumerGroup == "from-env")
         #expect(settings.topics == ["a", "b"])
         #expect(settings.kafkaProperties == ["security.protocol": "sasl_ssl", "linger.ms": "7"])
     }
 
     @Test func defaultsFollowTheContract() throws {
         let settings = try Settings.resolve(flags: .init(), environment: [:])
-        #expect(settings.groupID == "once")
+        #expect(settings.consumerGroup == "once")
         #expect(settings.topics == ["completion-events", "batch-action-events", "job-events"])
         #expect(throws: SettingsError.self) { try settings.requireDatabaseURL() }
         #expect(throws: SettingsError.self) { try settings.requireBrokers() }

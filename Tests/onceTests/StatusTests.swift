@@ -1,13 +1,13 @@
 import Foundation
 import OnceDomain
-import OnceKafka
-import OncePostgres
-import OnceTestSupport
-import Testing
 import OnceJSON
+import OnceKafka
 import OnceOperations
 import OncePipeline
+import OncePostgres
 import OnceSchema
+import OnceTestSupport
+import Testing
 
 @Suite("once status: merging the database and the broker")
 struct StatusReportTests {
