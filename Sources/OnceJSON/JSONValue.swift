@@ -6,7 +6,7 @@
 /// can reject the latter.
 ///
 /// `.number` is expected to be finite: the parser never produces anything else, and
-/// `JSONWriter` writes a non-finite double as `null`.
+/// The writer writes a non-finite double as `null`.
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
@@ -136,14 +136,5 @@ extension JSONValue: ExpressibleByDictionaryLiteral {
             members[key] = value
         }
         self = .object(members)
-    }
-}
-
-// MARK: - Text
-
-extension JSONValue: CustomStringConvertible {
-    /// The compact, key-sorted JSON text of this value (see `JSONWriter`).
-    public var description: String {
-        JSONWriter.serializeString(self)
     }
 }

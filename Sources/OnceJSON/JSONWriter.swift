@@ -112,3 +112,12 @@ public enum JSONWriter {
         output.append(contentsOf: number.description.utf8)
     }
 }
+
+// MARK: - Text
+
+extension JSONValue: CustomStringConvertible {
+    /// The compact, key-sorted JSON text of this value (see `JSONWriter`).
+    public var description: String {
+        JSONWriter.serializeString(self)
+    }
+}

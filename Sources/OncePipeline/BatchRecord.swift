@@ -113,3 +113,71 @@ extension DecodedEvent {
     /// The event's dedup key: its tenant and its producer's id.
     package var claimKey: ClaimKey { ClaimKey(tenantID: envelope.tenantID, eventID: envelope.eventID) }
 }
+
+extension BatchRecord {
+    package var record: KafkaRecord {
+        switch self {
+        case .event(let event): return event.record
+        case .invalid(let record, _): return record
+        }
+    }
+
+    package var offset: Int64 { record.offset }
+    var topic: String { record.topic }
+    var partition: Int32 { record.partition }
+
+    var eventType: String? {
+        switch self {
+        case .event(let event): return event.envelope.type
+        case .invalid: return nil
+        }
+    }
+
+    var tenantID: String? {
+        switch self {
+        case .event(let event): return event.envelope.tenantID
+        case .invalid: return nil
+        }
+    }
+
+    var provisionalOutcome: EventOutcome {
+        switch self {
+        case .event: return .applied
+        case .invalid: return .deadLettered
+        }
+    }
+}
+
+extension Array where Element == BatchRecord {
+    /// Consecutive valid events of one type (or sharing one `CommandSharedAcrossTypes` command
+    /// type), in offset order: each run is one handler call.
+    func eventRuns() -> [[DecodedEvent]] {
+        var runs: [[DecodedEvent]] = []
+        for case .event(let event) in self {
+            if let last = runs.last?.last, last.sharesRun(with: event) {
+                runs[runs.count - 1].append(event)
+            } else {
+                runs.append([event])
+            }
+        }
+        return runs
+    }
+}
+
+/// A handler command that events of several types share, so that consecutive events of those
+/// types make one run, applied in one handler call in offset order (by the handler of the
+/// run's first event) instead of one call per type. Every handler whose `Command` is such a
+/// type must apply any event carrying it, whatever its envelope type.
+///
+/// The credit handlers use it: a partition's interleaved charges and grants are posted by one
+/// statement, which locks accounts in one order (two statements per transaction could
+/// deadlock with another partition's) and costs one round trip instead of one per run.
+public protocol CommandSharedAcrossTypes: Sendable {}
+
+extension DecodedEvent {
+    func sharesRun(with next: DecodedEvent) -> Bool {
+        if envelope.type == next.envelope.type { return true }
+        return command is any CommandSharedAcrossTypes
+            && ObjectIdentifier(type(of: command)) == ObjectIdentifier(type(of: next.command))
+    }
+}

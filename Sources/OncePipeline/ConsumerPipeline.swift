@@ -194,6 +194,31 @@ public final class ConsumerPipeline: Service, Sendable {
     }
 }
 
+extension ConsumerPipeline {
+    /// The one line an operator needs, and the repair: the group's state on the broker is
+    /// deleted, so that the next join forms it afresh. A broker that counts the group's
+    /// members refuses that while any is joined (Kafka does: `GROUP_NOT_EMPTY`), and nothing
+    /// changes; the positions are in the database either way.
+    func recoverUnformedGroup(after waited: Duration, logger: Logger) async {
+        let config = configuration
+        logger.warning(
+            "no partition assigned \(waited) after joining group \(config.consumerGroup): the broker is likely naming a member that has left as the group's leader (Tansu 0.6 after members stopped together); deleting the group's broker state so that it forms again (positions stay in the database)")
+        do {
+            let admin = try await KafkaAdmin(bootstrapServers: config.brokers, properties: config.kafkaProperties, logger: logger)
+            do {
+                try await admin.deleteGroup(config.consumerGroup)
+                await admin.close()
+            } catch {
+                await admin.close()
+                throw error
+            }
+            logger.notice("group \(config.consumerGroup) deleted on the broker; joining again")
+        } catch {
+            logger.warning("deleting group \(config.consumerGroup) on the broker failed: \(error)")
+        }
+    }
+}
+
 /// Hears revocations on the consumer's thread and holds them until in-flight batches end.
 struct RevokeListener: KafkaRebalanceListener {
     let table: PartitionTable
