@@ -1,4 +1,6 @@
 import Foundation
+import OnceKafka
+import OncePipeline
 import OncePostgres
 
 /// The database's own ceiling for the workload: the rows a correct run writes (processed ids,
@@ -37,11 +39,9 @@ enum CeilingStep {
         do {
             let db = try database.connect()
             defer { db.close() }
-            try db.execute(
-                """
-                INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, generation, owner)
-                SELECT 'ceiling', 'ceiling', s, 0, 1, 'ceiling' FROM generate_series(0, $1 - 1) s
-                """, [.int(connections)])
+            // The positions, one partition per session, claimed and moved by once's own statements.
+            _ = try Chunk.positions.claim(
+                (0..<connections).map { TopicPartition("ceiling", Int32($0)) }, owner: "ceiling", on: db)
         }
         let sessions = try await (0..<connections).asyncMap { index in
             try await PostgresSession.connect(
@@ -52,13 +52,15 @@ enum CeilingStep {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (session, client) in sessions.enumerated() {
                 group.addTask {
+                    var fence = PartitionFence(generation: 1, nextOffset: nil)
                     for index in stride(from: session, to: chunks, by: connections) {
                         let work = Chunk(
                             session: session, accountsPerSession: accountsPerSession,
                             records: Int64(min(records, (index + 1) * chunk) - index * chunk),
                             processed: Int64(index * processed / chunks)..<Int64((index + 1) * processed / chunks),
                             ledger: Int64(index * ledger / chunks)..<Int64((index + 1) * ledger / chunks))
-                        try await client.withConnection { db in try work.write(on: db) }
+                        let before = fence
+                        fence = try await client.withConnection { db in try work.write(on: db, after: before) }
                     }
                 }
             }
@@ -88,7 +90,7 @@ enum CeilingStep {
                     """)),
             Check(
                 name: "records below the stored positions", expected: Int64(records),
-                actual: try count("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets")),
+                actual: try Chunk.positions.recordsBelow(on: db)),
         ]
         return CeilingResult(
             connections: connections, chunk: chunk, transactions: chunks, records: records, processedRows: processed,
@@ -105,16 +107,17 @@ enum CeilingStep {
         var processed: Range<Int64>
         var ledger: Range<Int64>
 
-        func write(on db: PostgresConnection) throws {
+        static let positions = StoredPositions(consumerGroup: "ceiling")
+
+        /// Writes the chunk's rows in one transaction; returns the session's position after it.
+        func write(on db: PostgresConnection, after fence: PartitionFence) throws -> PartitionFence {
             let ledgerBounds: [PostgresValue] = [
                 .int64(ledger.lowerBound), .int64(ledger.upperBound - 1), .int(session), .int(accountsPerSession),
             ]
+            let next = PartitionFence(generation: fence.generation, nextOffset: (fence.nextOffset ?? 0) + records)
             try db.transaction { tx in
-                try tx.execute(
-                    """
-                    UPDATE consumer_offsets SET next_offset = next_offset + $2, updated_at = now()
-                    WHERE consumer_group = 'ceiling' AND topic = 'ceiling' AND partition = $1
-                    """, [.int(session), .int64(records)])
+                try Self.positions.advance(
+                    TopicPartition("ceiling", Int32(session)), under: fence, to: next.nextOffset!, on: tx)
                 try tx.execute(
                     """
                     INSERT INTO processed_messages
@@ -164,6 +167,7 @@ enum CeilingStep {
                                          md5(j::text)::uuid::text AS uuid) AS k
                     """, ledgerBounds)
             }
+            return next
         }
     }
 }

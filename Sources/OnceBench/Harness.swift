@@ -1,4 +1,5 @@
 import Foundation
+import OncePipeline
 import OncePostgres
 import Synchronization
 
@@ -26,6 +27,13 @@ struct BenchDatabase: Sendable {
         let db = try connect()
         defer { db.close() }
         return try db.query(sql, parameters)[0].decode(Int64?.self, column: 0) ?? 0
+    }
+
+    /// Runs `body` on a session of its own (blocking).
+    func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        let db = try connect()
+        defer { db.close() }
+        return try body(db)
     }
 
     /// Runs statements one after another on a session of their own (blocking).
@@ -174,14 +182,11 @@ final class CommitWatch: Sendable {
         task = Task {
             defer { Task { await client.close() } }
             while !Task.isCancelled {
+                let positions = StoredPositions(consumerGroup: group)
                 let (now, total) = try await client.withConnection { db in
-                    let row = try db.query(
-                        """
-                        SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
-                               coalesce(sum(next_offset), 0)::bigint
-                        FROM consumer_offsets WHERE consumer_group = $1
-                        """, [.text(group)])[0]
-                    return (try row.decode(Int64.self, column: 0), try row.decode(Int64.self, column: 1))
+                    let total = try positions.recordsBelow(on: db)
+                    let now = try db.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
+                    return (try now.decode(Int64.self, column: 0), total)
                 }
                 let done = state.update { observation in
                     observation.polls += 1

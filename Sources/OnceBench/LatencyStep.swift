@@ -1,6 +1,7 @@
 import Foundation
 import Histogram
 import OnceKafka
+import OncePipeline
 import OncePostgres
 import Synchronization
 
@@ -135,9 +136,8 @@ struct LiveRun: Sendable {
         // Wait for the group to join and every partition to be claimed.
         let joinDeadline = ContinuousClock.now + .seconds(90)
         do {
-            while try database.scalar("SELECT count(*) FROM consumer_offsets WHERE consumer_group = $1", [.text(group)])
-                < Int64(partitions)
-            {
+            let positions = StoredPositions(consumerGroup: group)
+            while try database.withConnection({ try positions.positions(on: $0).count }) < Int(partitions) {
                 guard child.process.isRunning else {
                     throw BenchFailure("once run (\(logName)) exited early:\n\(child.output.suffix(4000))")
                 }
@@ -158,11 +158,8 @@ struct LiveRun: Sendable {
     /// stops `once run` with SIGTERM (which must end it cleanly); returns the observations.
     func stop(afterCommitting records: Int, observer: CommitObserver) async throws -> [CommitObserver.Observation] {
         let drainDeadline = ContinuousClock.now + .seconds(120)
-        while try database.scalar(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer_group = $1",
-            [.text(group)])
-            < Int64(records)
-        {
+        let positions = StoredPositions(consumerGroup: group)
+        while try database.withConnection({ try positions.recordsBelow(on: $0) }) < Int64(records) {
             guard ContinuousClock.now < drainDeadline else {
                 throw BenchFailure("\(group): not every record committed within 120 s")
             }
@@ -336,11 +333,8 @@ final class CommitObserver: Sendable {
                 let observation = try await client.withConnection { db in
                     _ = try db.waitForNotifications(timeout: .milliseconds(20))
                     var positions: [Int32: Int64] = [:]
-                    for row in try db.query(
-                        "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND next_offset IS NOT NULL",
-                        [.text(group)])
-                    {
-                        positions[try row.decode(Int32.self, column: 0)] = try row.decode(Int64.self, column: 1)
+                    for stored in try StoredPositions(consumerGroup: group).positions(on: db) {
+                        if let next = stored.nextOffset { positions[stored.partition.partition] = next }
                     }
                     return Observation(time: wallMicroseconds(), positions: positions)
                 }

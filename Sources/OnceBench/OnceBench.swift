@@ -79,8 +79,8 @@ struct OnceBench: AsyncParsableCommand {
     var seed: UInt64 = 20_261_122
 
     @Option(
-        help: "Comma-separated steps: read, batched, per-record, ceiling, replay, broker-latency, latency, retention.")
-    var steps = "read,batched,per-record,ceiling,replay,broker-latency,latency,retention"
+        help: "Comma-separated steps: json, read, batched, per-record, ceiling, replay, broker-latency, latency, retention.")
+    var steps = "json,read,batched,per-record,ceiling,replay,broker-latency,latency,retention"
 
     @Option(help: "Where the JSON report goes.")
     var json = "docs/benchmark-results.json"
@@ -198,6 +198,13 @@ struct OnceBench: AsyncParsableCommand {
             targets: [], failures: [], totalSeconds: 0)
 
         do {
+            if steps.contains("json") {
+                let result = try JSONStep.run(values: workload.records.map(\.value))
+                report.jsonCodec = result
+                say(String(
+                    format: "json: OnceJSON parses %.1fx and writes %.1fx as many values per second as Foundation's JSONSerialization",
+                    result.parseRatio, result.writeRatio))
+            }
             if steps.contains("read") {
                 let result = try await ReadStep.run(topic: topics.main, expectation: full, context: context)
                 report.read = result

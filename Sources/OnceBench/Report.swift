@@ -122,6 +122,7 @@ struct BenchReport: Codable, Sendable {
     var machine: Machine
     var workload: Workload
     var settings: Settings
+    var jsonCodec: JSONResult?
     var read: ReadResult?
     var brokerLatency: BrokerLatencyResult?
     var batched: ConsumeResult?
@@ -246,6 +247,14 @@ struct BenchReport: Codable, Sendable {
                 "| replay, `once replay` processes | \(count(replay.commandEventsPerSecond)) events/s | "
                     + "the same ranges, launch to exit of \(replay.partitions) processes, \(seconds(replay.commandSeconds)) |"
             )
+        }
+        if let json = jsonCodec {
+            lines.append(
+                "| JSON parse, OnceJSON / Foundation | \(String(format: "%.1f", json.parseRatio))× | "
+                    + "\(count(json.parseOnce)) / \(count(json.parseFoundation)) values/s over the workload's \(count(Double(json.values))) record values, best of \(json.rounds) alternating rounds |")
+            lines.append(
+                "| JSON write, OnceJSON / Foundation | \(String(format: "%.1f", json.writeRatio))× | "
+                    + "\(count(json.writeOnce)) / \(count(json.writeFoundation)) values/s (sorted keys), best of \(json.rounds) alternating rounds |")
         }
         if let read {
             lines.append(

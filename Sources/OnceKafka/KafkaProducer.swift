@@ -55,9 +55,12 @@ public final class KafkaProducer: Sendable {
                 }
                 guard let refusal else { break }
                 if refusal.kind == .queueFull {
-                    // Backoff while the delivery thread drains the local queue.
-                    try? await Task.sleep(for: .milliseconds(5))
-                    continue
+                    // Backoff while the delivery thread drains the local queue; a cancelled
+                    // sender stops here, and the record is reported refused (queue full).
+                    do {
+                        try await Task.sleep(for: .milliseconds(5))
+                        continue
+                    } catch {}
                 }
                 batch.complete(index, .failure(refusal))
                 break

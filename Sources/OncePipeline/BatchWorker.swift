@@ -6,8 +6,8 @@ import OncePostgres
 /// Runs batches on the database sessions, retrying transient failures with backoff.
 ///
 /// A dispatch runs in the task that `run` is called from (a child of the pipeline's work
-/// group); the dispatches its end frees are run as children of that task, so every batch is
-/// part of the pipeline's task tree. Cancellation abandons a batch between attempts (nothing of
+/// group), and so do the dispatches its end frees, so every batch is part of the pipeline's
+/// task tree. Cancellation abandons a batch between attempts (nothing of
 /// it was written: the fence keeps a later attempt harmless).
 struct BatchWorker: Sendable {
     let table: PartitionTable
@@ -17,11 +17,17 @@ struct BatchWorker: Sendable {
     let backoff: Backoff
     let processor: RecordProcessor
 
-    /// Runs `dispatch`, then whatever its end lets start (nothing, once the table drains).
+    /// Runs `dispatch`, then whatever its end lets start (nothing, once the table drains), in a
+    /// loop: a session's dispatches follow one another in this task, and a second dispatch
+    /// freed at once runs as a child of it. A chain lasts while its session has work, so there
+    /// are never more chains than sessions, and none keeps an ended batch's records.
     func run(_ dispatch: PartitionTable.Dispatch) async {
-        let next = await process(dispatch)
         await withDiscardingTaskGroup { group in
-            for dispatch in next { group.addTask { await run(dispatch) } }
+            var next = await process(dispatch)
+            while let following = next.popLast() {
+                for other in next { group.addTask { await run(other) } }
+                next = await process(following)
+            }
         }
     }
 

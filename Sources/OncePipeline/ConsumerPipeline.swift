@@ -42,27 +42,30 @@ public final class ConsumerPipeline: Service, Sendable {
     public func run() async throws {
         let config = configuration
         let logger = self.logger
-        var sessions: [PostgresSession] = []
-        for index in 0..<config.connections {
-            sessions.append(try await PostgresSession.connect(
-                configuration: PostgresConfiguration(
-                    url: config.databaseURL, applicationName: "once-worker-\(index)",
-                    // Short set-based statements: compiling one costs more than it could save.
-                    settings: ["jit": "off"]),
-                logger: logger, threadName: "once-db-\(index)"))
-        }
-        let control = try await PostgresSession.connect(
-            configuration: PostgresConfiguration(url: config.databaseURL, applicationName: "once-control"), logger: logger)
         let table = PartitionTable(connections: config.connections, maxBatch: config.maxBatchRecords, pauseAbove: config.maxBufferedRecordsPerPartition)
+        // What `run` owns, opened in turn: the worker sessions, then the control session, then
+        // the consumer; whatever was opened is closed when the next fails.
+        var opened: [PostgresSession] = []
         let consumer: KafkaConsumer
         do {
+            for index in 0..<config.connections {
+                opened.append(try await PostgresSession.connect(
+                    configuration: PostgresConfiguration(
+                        url: config.databaseURL, applicationName: "once-worker-\(index)",
+                        // Short set-based statements: compiling one costs more than it could save.
+                        settings: ["jit": "off"]),
+                    logger: logger, threadName: "once-db-\(index)"))
+            }
+            opened.append(try await PostgresSession.connect(
+                configuration: PostgresConfiguration(url: config.databaseURL, applicationName: "once-control"), logger: logger))
             consumer = try await KafkaConsumer(
                 configuration: consumerConfiguration(), rebalanceListener: RevokeListener(table: table, logger: logger), logger: logger)
         } catch {
-            for session in sessions { await session.close() }
-            await control.close()
+            for session in opened { await session.close() }
             throw error
         }
+        let control = opened.removeLast()
+        let sessions = opened
         let claims = PartitionClaims(
             positions: StoredPositions(consumerGroup: config.consumerGroup), owner: config.memberID, control: control, table: table,
             logger: logger)

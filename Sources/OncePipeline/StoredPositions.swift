@@ -65,6 +65,14 @@ public struct StoredPositions: Sendable {
         ).map(Self.position)
     }
 
+    /// How many records lie below the group's stored positions, over all its partitions.
+    public func recordsBelow(on db: PostgresConnection) throws -> Int64 {
+        try db.query(
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer_group = $1",
+            [.text(consumerGroup)]
+        )[0].decode(Int64.self, column: 0)
+    }
+
     /// Stores `offset` as the partition's next offset under a new generation (adding the row
     /// when the group has none for it); returns the position before (nil: none) and after.
     public func reset(

@@ -15,9 +15,15 @@ struct Migrate: AsyncParsableCommand {
         let logger = try connection.makeLogger()
         let url = try settings.requireDatabaseURL()
         let client = try await connectDatabase(url, logger: logger)
-        defer { Task { await client.close() } }
-        let applied = try await client.withConnection { db in
-            try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db)
+        let applied: [Int]
+        do {
+            applied = try await client.withConnection { db in
+                try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db)
+            }
+            await client.close()
+        } catch {
+            await client.close()
+            throw error
         }
         print(applied.isEmpty ? "schema is up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
     }

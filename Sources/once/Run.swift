@@ -84,7 +84,6 @@ struct Run: AsyncParsableCommand {
 
     private func checkTopics(_ configuration: PipelineConfiguration, logger: Logger) async throws {
         let admin = try await KafkaAdmin(bootstrapServers: configuration.brokers, properties: configuration.kafkaProperties, logger: logger)
-        defer { Task { await admin.close() } }
         // The input topics, and those the relay publishes to: a missing one would stall the outbox.
         let outputs = DomainTopics()
         let needed = configuration.topics + [configuration.deadLetterTopic, outputs.creditLedger, outputs.deviceDispatch, outputs.jobsCreated]
@@ -92,10 +91,13 @@ struct Run: AsyncParsableCommand {
             do {
                 _ = try await admin.partitionCount(topic: topic, timeout: .seconds(5))
             } catch let error as KafkaError where error.kind == .unknownTopicOrPartition {
+                await admin.close()
                 throw CommandFailure("topic \(topic) does not exist on \(configuration.brokers)")
             } catch {
+                await admin.close()
                 throw CommandFailure("cannot reach the broker at \(configuration.brokers): \(error)")
             }
         }
+        await admin.close()
     }
 }
