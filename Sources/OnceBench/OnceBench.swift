@@ -99,7 +99,7 @@ struct OnceBench: AsyncParsableCommand {
             throw ValidationError("counts must be positive (and at least 2 accounts)")
         }
         let known: Set<String> = [
-            "read", "broker-latency", "batched", "per-record", "ceiling", "replay", "latency", "retention",
+            "json", "read", "broker-latency", "batched", "per-record", "ceiling", "replay", "latency", "retention",
         ]
         for step in stepList where !known.contains(step) { throw ValidationError("unknown step \(step)") }
         if stepList.contains("replay") && !stepList.contains("batched") {
