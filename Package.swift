@@ -1,6 +1,18 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// What the pipeline and the operator actions both build on.
+let pipelineParts: [Target.Dependency] = [
+    "OnceBackoff", "OnceEnvelope", "OnceJSON", "OnceKafka", "OnceOutbox", "OncePostgres", "OnceSchema",
+    .product(name: "Logging", package: "swift-log"),
+]
+
+/// What the command line and the bench's driver use: every module, the argument parser, logging.
+let everyModule: [Target.Dependency] = pipelineParts + [
+    "OnceDomain", "OnceOperations", "OncePipeline",
+    .product(name: "ArgumentParser", package: "swift-argument-parser"),
+]
+
 let package = Package(
     name: "once",
     platforms: [.macOS(.v15)],
@@ -79,33 +91,10 @@ let package = Package(
         // The pipeline: handlers, the scheduler, stored positions, the batch transaction.
         .target(
             name: "OncePipeline",
-            dependencies: [
-                "OnceBackoff",
-                "OnceEnvelope",
-                "OnceJSON",
-                "OnceKafka",
-                "OnceOutbox",
-                "OncePostgres",
-                "OnceSchema",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            dependencies: pipelineParts + [.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         // What operators do: replay, offset resets, dead-letter retries, status, audits.
-        .target(
-            name: "OnceOperations",
-            dependencies: [
-                "OnceBackoff",
-                "OnceEnvelope",
-                "OnceJSON",
-                "OnceKafka",
-                "OnceOutbox",
-                "OncePipeline",
-                "OncePostgres",
-                "OnceSchema",
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
+        .target(name: "OnceOperations", dependencies: pipelineParts + ["OncePipeline"]),
         // The handlers: credits (completions, grants), batch actions, jobs.
         .target(
             name: "OnceDomain",
@@ -120,40 +109,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "once",
-            dependencies: [
-                "OnceBackoff",
-                "OnceDomain",
-                "OnceEnvelope",
-                "OnceJSON",
-                "OnceOperations",
-                "OnceOutbox",
-                "OncePipeline",
-                "OnceSchema",
-                "OnceKafka",
-                "OncePostgres",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            dependencies: everyModule + [.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         // deploy/local/bench's driver: workload, strategies, ceiling, replay, latency, report.
         .executableTarget(
             name: "OnceBench",
-            dependencies: [
-                "OnceBackoff",
-                "OnceDomain",
-                "OnceEnvelope",
-                "OnceJSON",
-                "OnceOperations",
-                "OnceOutbox",
-                "OncePipeline",
-                "OnceSchema",
-                "OnceKafka",
-                "OncePostgres",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-            ]
+            dependencies: everyModule + [.product(name: "Histogram", package: "hdrhistogram-swift")]
         ),
 
         // What the integration tests share: the local services, throwaway databases and topics,

@@ -16,46 +16,41 @@ struct PartitionClaims: Sendable {
     let logger: Logger
 
     func claim(_ partitions: [TopicPartition]) async {
-        var attempt = 0
-        while true {
-            do {
-                let (positions, owner) = (self.positions, self.owner)
-                let fences = try await control.withConnection { db in try positions.claim(partitions, owner: owner, on: db) }
-                for (partition, fence) in fences {
-                    logger.info("claimed \(partition) at \(fence.nextOffset.map(String.init) ?? "earliest"), generation \(fence.generation)")
-                    table.claimed(partition, fence: fence)
-                }
-                return
-            } catch {
-                attempt += 1
-                logger.warning("claiming \(partitions) failed (attempt \(attempt)): \(error)")
-                do { try await Backoff().sleep(attempt: attempt) } catch { return }
-            }
+        let (positions, owner) = (self.positions, self.owner)
+        guard let fences = await untilDone("claiming \(partitions)", { db in try positions.claim(partitions, owner: owner, on: db) })
+        else { return }
+        for (partition, fence) in fences {
+            logger.info("claimed \(partition) at \(fence.nextOffset.map(String.init) ?? "earliest"), generation \(fence.generation)")
+            table.claimed(partition, fence: fence)
         }
     }
-}
 
-extension PartitionClaims {
     /// After a fence: if this member still owns the partition (an operator reset it), adopt the
     /// new generation and position; otherwise stop working on it until the group revokes it.
     func reload(_ partition: TopicPartition) async {
+        let positions = self.positions
+        guard let row = await untilDone("re-reading \(partition)", { db in try positions.claim(of: partition, on: db) }) else { return }
+        if let (fence, rowOwner) = row, rowOwner == owner {
+            logReset(partition, fence)
+            table.claimed(partition, fence: fence)
+        } else {
+            logTakeover(partition, by: row?.1)
+            table.disowned(partition)
+        }
+    }
+
+    /// Runs `body` on the control session until it succeeds, with backoff; nil when cancelled.
+    private func untilDone<T: Sendable>(
+        _ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T
+    ) async -> T? {
         var attempt = 0
         while true {
             do {
-                let positions = self.positions
-                let row = try await control.withConnection { db in try positions.claim(of: partition, on: db) }
-                if let (fence, rowOwner) = row, rowOwner == owner {
-                    logReset(partition, fence)
-                    table.claimed(partition, fence: fence)
-                } else {
-                    logTakeover(partition, by: row?.1)
-                    table.disowned(partition)
-                }
-                return
+                return try await control.withConnection(body)
             } catch {
                 attempt += 1
-                logger.warning("re-reading \(partition) failed (attempt \(attempt)): \(error)")
-                do { try await Backoff().sleep(attempt: attempt) } catch { return }
+                logger.warning("\(what) failed (attempt \(attempt)): \(error)")
+                do { try await Backoff().sleep(attempt: attempt) } catch { return nil }
             }
         }
     }
