@@ -5,6 +5,7 @@ import PackageDescription
 let pipelineParts: [Target.Dependency] = [
     "OnceBackoff", "OnceEnvelope", "OnceJSON", "OnceKafka", "OnceOutbox", "OncePostgres", "OnceSchema",
     .product(name: "Logging", package: "swift-log"),
+    .product(name: "Metrics", package: "swift-metrics"),
 ]
 
 /// What the command line and the bench's driver use: every module, the argument parser, logging.
@@ -27,6 +28,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // C shims: module maps only. Nothing outside OnceKafka / OncePostgres imports these.
@@ -85,6 +89,7 @@ let package = Package(
                 "OnceSchema",
                 "OncePostgres",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -95,6 +100,18 @@ let package = Package(
         ),
         // What operators do: replay, offset resets, dead-letter retries, status, audits.
         .target(name: "OnceOperations", dependencies: pipelineParts + ["OncePipeline"]),
+        // once run's HTTP endpoint: /metrics (Prometheus), /healthz, /readyz.
+        .target(
+            name: "OnceServer",
+            dependencies: [
+                "OnceOutbox", "OncePipeline", "OncePostgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The handlers: credits (completions, grants), batch actions, jobs.
         .target(
             name: "OnceDomain",
@@ -109,7 +126,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "once",
-            dependencies: everyModule + [.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+            dependencies: everyModule + [
+                "OnceServer",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         // deploy/local/bench's driver: workload, strategies, ceiling, replay, latency, report.
         .executableTarget(

@@ -100,6 +100,9 @@ final class OnceChild: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        // once run's HTTP endpoint on a free port, unless the caller's ONCE_HTTP says (`off`, for
+        // the A/B of metrics on against off).
+        process.environment = ["ONCE_HTTP": "127.0.0.1:0"].merging(ProcessInfo.processInfo.environment) { _, caller in caller }
         process.standardOutput = output
         process.standardError = output
         process.standardInput = FileHandle.nullDevice

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import OnceBackoff
 import OnceKafka
 import OncePostgres
@@ -20,6 +21,11 @@ public final class OutboxRelay: Service, Sendable {
     private let logger: Logger
     /// Rows published per round trip.
     public var batchSize: Int { 500 }
+    /// Active, standing by, or failing: for `/readyz`.
+    public let status = RelayStatus()
+    private let published = Counter(label: "once_outbox_published_total")
+    private let publishFailures = Counter(label: "once_outbox_publish_failures_total")
+    private let publishDuration = Metrics.Timer(label: "once_outbox_publish_seconds")
 
     public init(databaseURL: String, brokers: String, kafkaProperties: [String: String] = [:], logger: Logger = Logger(label: "once.relay")) {
         self.databaseURL = databaseURL
@@ -61,21 +67,25 @@ public final class OutboxRelay: Service, Sendable {
                         return got ? db.backendPID : nil
                     }
                     guard let acquired else {
+                        if status.role != .standby { status.became(.standby) }
                         // Standby: another relay is active.
                         do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) } } catch { break }
                         continue
                     }
                     lockedBackend = acquired
+                    status.became(.active)
                     position = try await session.withConnection { db in try Self.recordedFloor(on: db) }
                     logger.info("relay active", metadata: ["floor": "\(position.floor)"])
                 }
-                let published = try await publishOnce(session: session, producer: producer, position: &position)
+                let count = try await publishOnce(session: session, producer: producer, position: &position)
                 attempt = 0
-                if published == 0 {
+                status.succeeded()
+                if count == 0 {
                     _ = try await session.withConnection { db in try db.waitForNotifications(timeout: .seconds(1)) }
                 }
             } catch {
                 attempt += 1
+                status.failed(error)
                 logger.warning("relay failed (attempt \(attempt)): \(error)")
                 let failures = attempt
                 do { try await cancelWhenGracefulShutdown { try await Backoff().sleep(attempt: failures) } } catch { break }
@@ -92,11 +102,18 @@ public final class OutboxRelay: Service, Sendable {
         let floorBefore = position.floor
         let read = try await Self.read(position.readRanges, limit: batchSize, session: session)
         let rows = read.rows
+        let sendStarted = ContinuousClock.now
         let results = rows.isEmpty ? [] : try await producer.send(rows.map(\.record))
+        if !rows.isEmpty {
+            let elapsed = ContinuousClock.now - sendStarted
+            publishDuration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        }
         // Mark the acknowledged prefix: a later row of the same key must not overtake a failed one.
         let acknowledgedRows = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0)
         let acknowledged = acknowledgedRows.map(\.id)
+        if !acknowledged.isEmpty { published.increment(by: acknowledged.count) }
         if acknowledged.count < rows.count, case .failure(let error) = results[acknowledged.count] {
+            publishFailures.increment()
             logger.warning("publishing outbox row \(rows[acknowledged.count].id) failed: \(error)")
         }
         // What this round has settled: every id below `examined` in the read ranges (all of them

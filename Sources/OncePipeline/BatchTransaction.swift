@@ -117,7 +117,7 @@ package struct BatchTransaction: Sendable {
             let outbox = OutboxWriter()
             let finale = TransactionFinale(runsAtOnce: isolating)
             let context = HandlerContext(connection: tx, consumerGroup: consumerGroup, outbox: outbox, finale: finale)
-            var outcomes: [(ClaimKey, EventOutcome)] = []
+            var outcomes: [(DecodedEvent, EventOutcome)] = []
             let rejected = new.compactMap(DeadLetter.init(invalid:))
             var deadLetters = rejected
             for run in new.eventRuns() {
@@ -125,7 +125,7 @@ package struct BatchTransaction: Sendable {
                 if isolating {
                     try applyIsolating(run, apply, context, &outcomes, &deadLetters)
                 } else {
-                    outcomes += zip(run.map(\.claimKey), try asHandlerFailure { try apply(run, context) })
+                    outcomes += zip(run, try asHandlerFailure { try apply(run, context) })
                 }
             }
 
@@ -133,13 +133,13 @@ package struct BatchTransaction: Sendable {
             //    partition, by the rows' ctids (stable: no other transaction sees these rows
             //    before the commit; the bucket prunes the statement to that one partition).
             let changed = Dictionary(grouping: outcomes.filter { $0.1 != .applied }) {
-                OutcomeUpdate(outcome: $0.1, bucket: claimed[$0.0]!.bucket)
+                OutcomeUpdate(outcome: $0.1, bucket: claimed[$0.0.claimKey]!.bucket)
             }
             for (update, rows) in changed.sorted(by: { ($0.key.outcome.rawValue, $0.key.bucket) < ($1.key.outcome.rawValue, $1.key.bucket) }) {
                 try tx.query(
                     prepared: "once_outcome",
                     "UPDATE processed_messages SET outcome = $1 WHERE bucket = $2::timestamptz AND ctid = ANY($3::text[]::tid[])",
-                    [.text(update.outcome.rawValue), .text(update.bucket), .textArray(rows.map { claimed[$0.0]!.ctid })])
+                    [.text(update.outcome.rawValue), .text(update.bucket), .textArray(rows.map { claimed[$0.0.claimKey]!.ctid })])
             }
 
             // 5. Dead letters, each with its record on the dead-letter topic (a retried one
@@ -155,8 +155,16 @@ package struct BatchTransaction: Sendable {
             for work in finale.work { try asHandlerFailure { try work(context) } }
             if outbox.inserted > 0 { try tx.notify(channel: OutboxWriter.channel) }
 
+            var counts: [OutcomeCount: Int] = [:]
+            for (event, outcome) in outcomes {
+                counts[OutcomeCount(topic: event.record.topic, type: event.envelope.type, outcome: outcome), default: 0] += 1
+            }
+            for letter in rejected {
+                counts[OutcomeCount(topic: letter.record.topic, type: OutcomeCount.invalidType, outcome: .deadLettered), default: 0] += 1
+            }
             let summary = BatchSummary(
                 outcomes: outcomes.map(\.1) + rejected.map { _ in .deadLettered },
+                outcomeCounts: counts,
                 duplicates: records.count - new.count,
                 outboxRows: outbox.inserted,
                 deadLetters: deadLetters.map(\.note))
@@ -170,15 +178,15 @@ package struct BatchTransaction: Sendable {
     /// and tries each, down to the single record that fails, which becomes a dead letter.
     private func applyIsolating(
         _ run: [DecodedEvent], _ apply: ([DecodedEvent], HandlerContext) throws -> [EventOutcome],
-        _ context: HandlerContext, _ outcomes: inout [(ClaimKey, EventOutcome)], _ deadLetters: inout [DeadLetter]
+        _ context: HandlerContext, _ outcomes: inout [(DecodedEvent, EventOutcome)], _ deadLetters: inout [DeadLetter]
     ) throws {
         do {
             let applied = try context.connection.savepoint("once_isolate") { _ in try asHandlerFailure { try apply(run, context) } }
-            outcomes += zip(run.map(\.claimKey), applied)
+            outcomes += zip(run, applied)
         } catch let failure as HandlerFailure {
             guard run.count > 1 else {
                 deadLetters.append(DeadLetter(failed: run[0], reason: failure.description))
-                outcomes.append((run[0].claimKey, .deadLettered))
+                outcomes.append((run[0], .deadLettered))
                 return
             }
             let middle = run.count / 2
@@ -231,11 +239,22 @@ package struct BatchPart: Sendable {
 /// What one committed batch transaction did.
 package struct BatchSummary: Sendable {
     package var outcomes: [EventOutcome]
+    /// The outcomes again, counted by topic and event type (for metrics).
+    package var outcomeCounts: [OutcomeCount: Int] = [:]
     /// Records skipped because their event id was already processed (or repeated in the batch).
     package var duplicates: Int
     package var outboxRows: Int
     /// Why records of the batch were dead-lettered, in the order they were.
     package var deadLetters: [DeadLetterNote] = []
+}
+
+/// Records of one topic and event type that ended in one outcome: a metric's labels.
+package struct OutcomeCount: Hashable, Sendable {
+    /// The type label of records rejected before their type could be read.
+    package static let invalidType = "unknown"
+    package var topic: String
+    package var type: String
+    package var outcome: EventOutcome
 }
 
 /// Carries a dry run's summary out of the transaction it rolls back.

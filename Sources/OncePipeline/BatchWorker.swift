@@ -16,6 +16,8 @@ struct BatchWorker: Sendable {
     let logger: Logger
     let backoff: Backoff
     let processor: RecordProcessor
+    let health: PipelineHealth
+    let metrics: PipelineMetrics
 
     /// Runs `dispatch`, then whatever its end lets start (nothing, once the table drains), in a
     /// loop: a session's dispatches follow one another in this task, and a second dispatch
@@ -49,9 +51,13 @@ struct BatchWorker: Sendable {
             guard !parts.isEmpty else { break }
             do {
                 let work = parts
-                _ = try await sessions[dispatch.connection].withConnection { db in
+                let started = ContinuousClock.now
+                health.callStarted(session: dispatch.connection, now: started)
+                defer { health.callEnded(session: dispatch.connection) }
+                let summary = try await sessions[dispatch.connection].withConnection { db in
                     try processor.commit(work, mode: .consume(fences: fences), on: db)
                 }
+                metrics.committed(summary, records: parts.reduce(0) { $0 + $1.records.count }, duration: .now - started)
                 for part in parts {
                     ends[index(of: part.batch.partition)] = .committed(nextOffset: part.batch.nextOffset)
                     logger.debug(
@@ -65,6 +71,7 @@ struct BatchWorker: Sendable {
             } catch let fenced as BatchFenced {
                 // Nothing was written: that partition re-reads its position, the others go again.
                 logger.notice("\(fenced); re-reading its position")
+                metrics.fencedBatch()
                 ends[index(of: fenced.partition)] = .fenced
                 fencedPartitions.append(fenced.partition)
                 parts.removeAll { $0.batch.partition == fenced.partition }
@@ -72,7 +79,9 @@ struct BatchWorker: Sendable {
                 attempt += 1
                 if attempt == 1 { for part in parts { table.retrying(part.batch.partition) } }
                 let delay = backoff.delay(attempt: attempt)
-                let level: Logger.Level = (error as? PostgresError)?.isTransient == true ? .warning : .error
+                let transient = (error as? PostgresError)?.isTransient == true
+                metrics.retried(transient: transient)
+                let level: Logger.Level = transient ? .warning : .error
                 let names = parts.map { "\($0.batch.partition)" }.joined(separator: ", ")
                 logger.log(level: level, "batch on \(names) failed (attempt \(attempt)), retrying in \(delay): \(error)")
                 do {

@@ -23,13 +23,18 @@ public final class ConsumerPipeline: Service, Sendable {
     private let untilIdle: Duration?
     private let isQuiet: @Sendable () async -> Bool
     private let logger: Logger
+    private let metrics = PipelineMetrics()
+    /// Where the member stands, for `/healthz` and `/readyz`.
+    public let health: PipelineHealth
 
     /// With `untilIdle`, `run` returns once caught up for that long and `isQuiet` holds (for
     /// example "the outbox is published").
     public init(
         configuration: PipelineConfiguration, registry: HandlerRegistry, untilIdle: Duration? = nil,
-        isQuiet: @escaping @Sendable () async -> Bool = { true }, logger: Logger = Logger(label: "once.pipeline")
+        isQuiet: @escaping @Sendable () async -> Bool = { true }, health: PipelineHealth = PipelineHealth(),
+        logger: Logger = Logger(label: "once.pipeline")
     ) {
+        self.health = health
         self.configuration = configuration
         self.processor = RecordProcessor(
             consumerGroup: configuration.consumerGroup, registry: registry, deadLetterTopic: configuration.deadLetterTopic,
@@ -71,12 +76,13 @@ public final class ConsumerPipeline: Service, Sendable {
             logger: logger)
         let worker = BatchWorker(
             table: table, sessions: sessions, claims: claims, logger: logger, backoff: Backoff(cap: config.maxRetryDelay),
-            processor: processor)
+            processor: processor, health: health, metrics: metrics)
         defer { logger.info("pipeline stopped") }
 
         let failure: (any Error)?
         do {
             try await consumer.subscribe(topics: config.topics)
+            health.joined()
             logger.info("joined", metadata: ["once.group": "\(config.consumerGroup)", "once.topics": "\(config.topics)"])
             try await withThrowingTaskGroup(of: Void.self) { background in
                 // An operator's reset of an idle partition fences no batch: look for one every second.
@@ -133,12 +139,19 @@ public final class ConsumerPipeline: Service, Sendable {
                 logger.error("consumer failed: \(error)")
                 throw error
             }
+            health.polled()
             for event in polled.rebalances {
                 assignment.saw(event)
                 if case .assigned(let partitions) = event {
                     let toClaim = table.assigned(partitions)
                     if !toClaim.isEmpty { work.addTask { await claims.claim(toClaim) } }
                 }
+            }
+            if !polled.rebalances.isEmpty {
+                let held = table.assignedPartitions.count
+                health.saw(polled.rebalances, holding: held)
+                metrics.assigned(held)
+                for event in polled.rebalances { metrics.rebalance(event) }
             }
             if assignment.isOverdue() {
                 let waited = assignment.patience

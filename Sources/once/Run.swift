@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import OnceDomain
 import OnceKafka
@@ -6,6 +7,7 @@ import OnceOutbox
 import OncePipeline
 import OncePostgres
 import OnceSchema
+import OnceServer
 import ServiceLifecycle
 
 struct Run: AsyncParsableCommand {
@@ -26,7 +28,21 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Keep processed ids, published outbox rows and resolved dead letters this long, then drop their partitions: 7d, 36h, P7D, never (env ONCE_RETENTION; default 7d).")
     var retention: String?
 
+    @Option(help: "Serve /metrics, /healthz and /readyz on ADDRESS:PORT, or `off` (env ONCE_HTTP; default 127.0.0.1:9464; port 0 takes a free one).")
+    var http: String?
+
+    /// The HTTP endpoint's address; nil when it is off.
+    func httpAddress() throws -> OperationsServer.Address? {
+        let text = http ?? ProcessInfo.processInfo.environment["ONCE_HTTP"] ?? OperationsServer.Address.default.description
+        if text == "off" { return nil }
+        guard let address = OperationsServer.Address(text) else {
+            throw ValidationError("--http: `\(text)` is not ADDRESS:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464, [::1]:9464) or off")
+        }
+        return address
+    }
+
     func validate() throws {
+        _ = try httpAddress()
         if let untilIdle, untilIdle < 0 { throw ValidationError("--until-idle must be zero or more seconds") }
         guard (1...64).contains(connections) else { throw ValidationError("--connections must be from 1 to 64") }
         guard (1...100_000).contains(maxBatch) else { throw ValidationError("--max-batch must be from 1 to 100000") }
@@ -35,6 +51,9 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let settings = try connection.settings(retention: retention)
         let logger = try connection.makeLogger()
+        let http = try httpAddress()
+        // Before any metric exists: swift-metrics binds each one to the backend of its creation.
+        let metrics = http.map { _ in OperationsServer.bootstrapMetrics() }
         var configuration = PipelineConfiguration(databaseURL: try settings.requireDatabaseURL(), brokers: try settings.requireBrokers())
         configuration.consumerGroup = settings.consumerGroup
         configuration.topics = settings.topics
@@ -63,13 +82,22 @@ struct Run: AsyncParsableCommand {
             isQuiet: outboxPublished, logger: logger)
         let maintenance = PartitionMaintenance(
             databaseURL: configuration.databaseURL, retention: settings.retention, logger: Logger(label: "once.retention"))
-        // One lifecycle for the three: SIGTERM or SIGINT (or the pipeline caught up, with
-        // --until-idle) shuts all of them down gracefully; whatever still runs 30 s later is
-        // cancelled (a batch in flight is then abandoned, harmless behind its fence).
+        // The HTTP endpoint, first in the group so that it stops last: readiness says "not
+        // ready" while the others shut down.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let http, let metrics {
+            let server = OperationsServer(
+                address: http, registry: metrics, health: pipeline.health, relay: relay.status,
+                databaseURL: configuration.databaseURL, logger: Logger(label: "once.http"))
+            services.append(.init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        // One lifecycle for all: SIGTERM or SIGINT (or the pipeline caught up, with
+        // --until-idle) shuts them down gracefully; whatever still runs 30 s later is cancelled
+        // (a batch in flight is then abandoned, harmless behind its fence). In reverse order:
+        // the pipeline first (it leaves the group at once, so members stopped together leave
+        // together), the relay after it.
         var lifecycle = ServiceGroupConfiguration(
-                // Shut down in reverse order: the pipeline first (it leaves the group at once,
-                // so members stopped together leave together), the relay after it.
-                services: [
+                services: services + [
                     .init(service: maintenance, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: relay, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: pipeline, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),

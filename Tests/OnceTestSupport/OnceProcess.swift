@@ -21,7 +21,9 @@ public final class OnceProcess: @unchecked Sendable {
         return directory.appendingPathComponent("once")
     }
 
-    /// Starts `once ARGUMENTS` with `environment` added to this process's environment.
+    /// Starts `once ARGUMENTS` with `environment` added to this process's environment. Its HTTP
+    /// endpoint takes a free port (`ONCE_HTTP=127.0.0.1:0`) unless `environment` says otherwise,
+    /// since tests run several members at once.
     public init(_ arguments: [String], environment: [String: String] = [:]) throws {
         self.arguments = arguments
         outputURL = FileManager.default.temporaryDirectory.appendingPathComponent("once-\(UUID().uuidString.prefix(8)).log")
@@ -29,7 +31,7 @@ public final class OnceProcess: @unchecked Sendable {
         let output = try FileHandle(forWritingTo: outputURL)
         process.executableURL = Self.binary
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.environment = ProcessInfo.processInfo.environment.merging(["ONCE_HTTP": "127.0.0.1:0"].merging(environment) { _, new in new }) { _, new in new }
         process.standardOutput = output
         process.standardError = output
         process.standardInput = FileHandle.nullDevice

@@ -49,6 +49,14 @@ public struct TestDatabase: Sendable {
         return try connection.query(sql, parameters)[0].decode(T.self, column: 0)
     }
 
+    /// Runs `sql` on a short-lived session of the server's maintenance database (not this one):
+    /// for statements about this database itself, such as `ALTER DATABASE`.
+    public func executeOnServer(_ sql: String, _ parameters: [PostgresValue] = []) throws {
+        let admin = try PostgresConnection(url: serverURL)
+        defer { admin.close() }
+        _ = try admin.query(sql, parameters)
+    }
+
     public func drop() {
         guard let admin = try? PostgresConnection(url: serverURL) else { return }
         _ = try? admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
