@@ -163,7 +163,7 @@ let package = Package(
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "OnceDomainTests", dependencies: [.product(name: "Crypto", package: "swift-crypto"), "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
-        .testTarget(name: "onceTests", dependencies: ["once", "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(name: "onceTests", dependencies: ["once", "OnceServer", "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

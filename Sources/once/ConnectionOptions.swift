@@ -25,6 +25,9 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "trace, debug, info, notice, warning, error or critical (env ONCE_LOG_LEVEL).")
     var logLevel: String?
 
+    @Option(help: "text, or json for one JSON object per line (env ONCE_LOG_FORMAT; default text).")
+    var logFormat: String?
+
     func settings(retention: String? = nil) throws -> Settings {
         var flags = Settings.Flags()
         flags.retention = retention
@@ -47,7 +50,11 @@ struct ConnectionOptions: ParsableArguments {
         guard let level = Logger.Level(rawValue: text) else {
             throw ValidationError("--log-level: `\(text)` is not one of trace, debug, info, notice, warning, error, critical")
         }
-        LoggingBootstrap.once(level: level)
+        let format = logFormat ?? ProcessInfo.processInfo.environment["ONCE_LOG_FORMAT"] ?? "text"
+        guard format == "text" || format == "json" else {
+            throw ValidationError("--log-format: `\(format)` is not text or json")
+        }
+        LoggingBootstrap.once(level: level, json: format == "json")
         var logger = Logger(label: label)
         logger.logLevel = level
         return logger
@@ -58,10 +65,11 @@ struct ConnectionOptions: ParsableArguments {
 enum LoggingBootstrap {
     nonisolated(unsafe) private static var done = false  // only touched from the command's start, before any task
 
-    static func once(level: Logger.Level) {
+    static func once(level: Logger.Level, json: Bool) {
         guard !done else { return }
         done = true
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -1,4 +1,5 @@
 import Foundation
+import OnceServer
 import OnceTestSupport
 import Testing
 
@@ -121,5 +122,23 @@ struct OperationsEndpointTests {
         member.signal(SIGTERM)
         #expect(try await member.waitForExit(timeout: .seconds(30)) == 0, "\(member.output)")
         await fixture.tearDown()
+    }
+}
+
+/// The README's table of metrics is the catalog's, and the catalog names what the code exports.
+@Suite struct MetricCatalogTests {
+    @Test func theReadmeListsTheCatalog() throws {
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md"),
+            encoding: .utf8)
+        #expect(readme.contains(MetricCatalog.markdownTable), "README.md's metric table differs from MetricCatalog.markdownTable")
+    }
+
+    @Test func namesFollowPrometheusConventions() {
+        for entry in MetricCatalog.entries {
+            #expect(entry.name.hasPrefix("once_"))
+            #expect(entry.type != "counter" || entry.name.hasSuffix("_total"), "\(entry.name)")
+            #expect(!entry.name.contains("milliseconds"), "\(entry.name): base units")
+        }
     }
 }
