@@ -116,7 +116,13 @@ public struct OperationsServer: Service {
             logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await probe.run() }
-            group.addTask { try await application.run() }
+            group.addTask {
+                do {
+                    try await application.run()
+                } catch let error as IOError {
+                    throw OperationsServerError.cannotListen(address: address, reason: error.description)
+                }
+            }
             // The application returns on graceful shutdown; the probe then stops with it.
             try await group.next()
             group.cancelAll()
@@ -151,6 +157,18 @@ public struct OperationsServer: Service {
         Response(
             status: status, headers: [.contentType: "text/plain; charset=utf-8"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: text + "\n")))
+    }
+}
+
+/// Why `once run`'s HTTP endpoint could not start.
+public enum OperationsServerError: Error, CustomStringConvertible {
+    case cannotListen(address: OperationsServer.Address, reason: String)
+
+    public var description: String {
+        switch self {
+        case .cannotListen(let address, let reason):
+            return "cannot serve /metrics, /healthz and /readyz on \(address) (\(reason)): pass --http ADDRESS:PORT, or --http off"
+        }
     }
 }
 
