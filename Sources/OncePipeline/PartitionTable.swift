@@ -96,6 +96,7 @@ struct PartitionSchedule {
         slots[partition]!.buffer = []
         slots[partition]!.paused = false
         slots[partition]!.awaitingSeek = true
+        lastActivity = .now
         consumerActions.seek[partition] = fence.nextOffset ?? KafkaOffset.beginning
         consumerActions.pause.remove(partition)
         consumerActions.resume.insert(partition)
@@ -278,6 +279,8 @@ struct PartitionSchedule {
     /// The seeks ran: records polled from now on come from the new positions.
     mutating func seeksDone(_ partitions: some Sequence<TopicPartition>) {
         for partition in partitions { slots[partition]?.awaitingSeek = false }
+        // The fetch from the new position starts now: the quiet clock with it.
+        lastActivity = .now
     }
 
     /// Queues a seek again after it failed.
@@ -290,7 +293,9 @@ struct PartitionSchedule {
     /// since the last record or batch. nil before the first assignment (joining does not count).
     func quietSince() -> ContinuousClock.Instant? {
         guard everAssigned else { return nil }
-        let busy = slots.values.contains { ($0.fence == nil && !$0.disowned) || !$0.buffer.isEmpty || $0.inFlight }
+        let busy = slots.values.contains {
+            ($0.fence == nil && !$0.disowned) || $0.awaitingSeek || !$0.buffer.isEmpty || $0.inFlight
+        }
         return busy ? nil : lastActivity
     }
 

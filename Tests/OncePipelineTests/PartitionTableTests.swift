@@ -173,6 +173,23 @@ import Testing
     }
 }
 
+@Suite struct QuietClockTests {
+    let p0 = TopicPartition("in", 0)
+
+    /// A claim that takes longer than `--until-idle` (a slow database at start) must not make a
+    /// member quiet before it has fetched from its new position.
+    @Test func theQuietClockStartsAfterTheClaimAndItsSeek() {
+        let table = PartitionTable(connections: 1, maxBatch: 10, pauseAbove: 100)
+        _ = table.assigned([p0])
+        let claimedAt = ContinuousClock.now
+        table.claimed(p0, fence: PartitionFence(generation: 1, nextOffset: 0))
+        #expect(table.quietSince() == nil, "a seek still to run is not quiet")
+        table.seeksDone([p0])
+        #expect((table.quietSince() ?? claimedAt) >= claimedAt)
+        #expect(table.quietSince() != nil)
+    }
+}
+
 extension PartitionTable.Dispatch {
     /// The only part of a dispatch that holds one partition's batch.
     var batch: PartitionBatch { parts.count == 1 ? parts[0].batch : PartitionBatch(partition: TopicPartition("several", -1), records: []) }
