@@ -51,9 +51,10 @@ struct DeadLetter: Sendable {
         try context.publish(letters.map { $0.outboxMessage(consumerGroup: consumerGroup, topic: topic) })
     }
 
-    /// The record for the dead-letter topic: the original value and headers naming the source
-    /// and the reason. A `too_large` value is left out (no broker would take it); its bytes are in
-    /// `dead_letters.payload` and its size in the `once-payload-bytes` header.
+    /// The record for the dead-letter topic: the original value, the source record's headers,
+    /// and headers naming the source and the reason. A `too_large` value is left out (no broker
+    /// would take it); its bytes are in `dead_letters.payload` and its size in the
+    /// `once-payload-bytes` header.
     func outboxMessage(consumerGroup: String, topic: String) -> OutboxMessage {
         var message = OutboxMessage(
             tenantID: tenantID ?? "",
@@ -62,7 +63,7 @@ struct DeadLetter: Sendable {
             topic: topic,
             key: eventID,
             payload: record.value,
-            headers: [
+            headers: sourceHeaders.merging([
                 "once-consumer-group": consumerGroup,
                 "once-source-topic": record.topic,
                 "once-source-partition": String(record.partition),
@@ -70,12 +71,24 @@ struct DeadLetter: Sendable {
                 "once-event-id": eventID,
                 "once-reason": reason.rawValue,
                 "once-error": message,
-            ])
+            ]) { _, once in once })
         if reason == .tooLarge {
             message.payload = nil
             message.headers["once-payload-bytes"] = String(record.value?.count ?? 0)
         }
         return message
+    }
+
+    /// The source record's own headers (a `traceparent` among them), for the dead-letter
+    /// topic's record beside the `once-*` ones, which win a clash; a header that repeats keeps
+    /// its last value, one without a value is left out (`dead_letters.headers` keeps them all).
+    var sourceHeaders: [String: String] {
+        var headers: [String: String] = [:]
+        for header in record.headers {
+            guard let value = header.value else { continue }
+            headers[header.name] = String(decoding: value, as: UTF8.self)
+        }
+        return headers
     }
 
     /// The record's own headers, as `StoredHeaders` keeps them.
