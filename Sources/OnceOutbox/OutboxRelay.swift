@@ -104,10 +104,7 @@ public final class OutboxRelay: Service, Sendable {
         let rows = read.rows
         let sendStarted = ContinuousClock.now
         let results = rows.isEmpty ? [] : try await producer.send(rows.map(\.record))
-        if !rows.isEmpty {
-            let elapsed = ContinuousClock.now - sendStarted
-            publishDuration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
-        }
+        if !rows.isEmpty { publishDuration.record(duration: ContinuousClock.now - sendStarted) }
         // Mark the acknowledged prefix: a later row of the same key must not overtake a failed one.
         let acknowledgedRows = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0)
         let acknowledged = acknowledgedRows.map(\.id)

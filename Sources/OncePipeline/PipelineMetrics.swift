@@ -28,7 +28,7 @@ struct PipelineMetrics: Sendable {
             Counter(label: "once_dead_letters_total", dimensions: [("reason", letter.reason.rawValue)]).increment()
         }
         batchRecords.record(records)
-        batchDuration.recordNanoseconds(duration.nanoseconds)
+        batchDuration.record(duration: duration)
     }
 
     /// A batch transaction failed and will be tried again.
@@ -49,13 +49,4 @@ struct PipelineMetrics: Sendable {
     }
 
     func assigned(_ count: Int) { assignedGauge.record(count) }
-}
-
-extension Duration {
-    /// The whole nanoseconds of this duration (saturating).
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? .max : product + attoseconds / 1_000_000_000
-    }
 }

@@ -108,9 +108,7 @@ struct OperationsEndpointTests {
         try fixture.database.executeOnServer(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'once-http' AND datname = $1",
             [.text(name)])
-        let refused = ContinuousClock.now
         try await eventually("not ready", timeout: .seconds(10)) { try await get(port, "/readyz").status == 503 }
-        #expect(ContinuousClock.now - refused < .seconds(10))
         let notReady = try await get(port, "/readyz").body
         #expect(notReady.hasPrefix("not ready: the database does not answer"), "\(notReady)")
         #expect(try await get(port, "/healthz").status == 200)
