@@ -85,6 +85,8 @@ struct OperationsEndpointTests {
         #expect(sum("once_dead_letters_total", in: text) == Double(try fixture.count("SELECT count(*) FROM dead_letters")))
         #expect(sum("once_dead_letters_total", "reason=\"invalid_json\"", in: text) == 1)
         #expect(sum("once_assigned_partitions", in: text) == 2)
+        #expect(sum("once_batch_duration_seconds_count", in: text) > 0)
+        #expect(sum("once_batch_duration_seconds_sum", in: text) > 0, "batch durations are recorded")
         #expect(text.contains("# HELP once_events_total "))
         let checked = try promtool(text)
         #expect(checked.status == 0, "promtool check metrics:\n\(checked.output)")
