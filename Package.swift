@@ -1,9 +1,9 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 /// What the pipeline and the operator actions both build on.
 let pipelineParts: [Target.Dependency] = [
-    "OnceBackoff", "OnceEnvelope", "OnceJSON", "OnceKafka", "OnceOutbox", "OncePostgres", "OnceSchema",
+    "OnceBackoff", "OnceEnvelope", "OnceJSON", "OnceKafka", "OnceOutbox", "OncePostgres", "OnceSchema", "OnceTracing",
     .product(name: "Logging", package: "swift-log"),
     .product(name: "Metrics", package: "swift-metrics"),
 ]
@@ -31,6 +31,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        // OTLP over HTTP only: the gRPC exporter's dependencies are not built.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // C shims: module maps only. Nothing outside OnceKafka / OncePostgres imports these.
@@ -52,8 +55,10 @@ let package = Package(
             name: "OnceKafka",
             dependencies: [
                 "CRdKafka",
+                "OnceJSON",
                 "OnceThreads",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -79,6 +84,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // W3C trace context carried from input records to the records they cause, and spans.
+        .target(
+            name: "OnceTracing",
+            dependencies: ["OnceKafka", .product(name: "Tracing", package: "swift-distributed-tracing")]
+        ),
         // The transactional outbox: what a transaction publishes, and the relay to the broker.
         .target(
             name: "OnceOutbox",
@@ -88,9 +98,11 @@ let package = Package(
                 "OnceKafka",
                 "OnceSchema",
                 "OncePostgres",
+                "OnceTracing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // The pipeline: handlers, the scheduler, stored positions, the batch transaction.
@@ -128,7 +140,9 @@ let package = Package(
             name: "once",
             dependencies: everyModule + [
                 "OnceServer",
+                .product(name: "OTel", package: "swift-otel"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // deploy/local/bench's driver: workload, strategies, ceiling, replay, latency, report.
@@ -163,7 +177,8 @@ let package = Package(
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "OnceDomainTests", dependencies: [.product(name: "Crypto", package: "swift-crypto"), "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
-        .testTarget(name: "onceTests", dependencies: ["once", "OnceServer", "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(name: "OnceTracingTests", dependencies: ["OnceTracing", "OnceKafka"]),
+        .testTarget(name: "onceTests", dependencies: [.product(name: "Hummingbird", package: "hummingbird"), "once", "OnceServer", "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -151,7 +151,7 @@ public struct BatchActionRequestedHandler: EventHandler {
                 messages.append(
                     OutboundEvent(
                         type: Self.dispatchedType, tenantID: input.envelope.tenantID,
-                        aggregateID: "\(command.batchActionID)/\(uid)", topic: topic, key: uid, source: input.envelope,
+                        aggregateID: "\(command.batchActionID)/\(uid)", topic: topic, key: uid, source: input.envelope, traceHeaders: input.traceHeaders,
                         data: [
                             "batch_action_id": .string(command.batchActionID),
                             "device_uid": .string(uid),

@@ -82,7 +82,7 @@ enum CreditLedger {
             let event = OutboundEvent(
                 type: command.kind.postedType,
                 tenantID: input.envelope.tenantID, aggregateID: command.businessKey,
-                topic: command.topic, key: command.accountID, source: input.envelope,
+                topic: command.topic, key: command.accountID, source: input.envelope, traceHeaders: input.traceHeaders,
                 data: [
                     command.kind.businessKeyField: .string(command.businessKey),
                     "account_id": .string(command.accountID),

@@ -196,7 +196,7 @@ public struct JobRequestedHandler: EventHandler {
         let command = input.command
         return OutboundEvent(
             type: Self.createdType, tenantID: input.envelope.tenantID, aggregateID: command.requestID, topic: topic,
-            key: command.requestID, source: input.envelope,
+            key: command.requestID, source: input.envelope, traceHeaders: input.traceHeaders,
             data: [
                 "job_id": .string(Self.jobID(tenantID: input.envelope.tenantID, requestID: command.requestID)),
                 "request_id": .string(command.requestID),

@@ -27,6 +27,8 @@ struct OutboundEvent {
     var key: String
     /// The source event, for `occurred_at` and the tracing header.
     var source: Envelope
+    /// The headers that carry the source record's trace on (`HandlerInput.traceHeaders`).
+    var traceHeaders: [String: String] = [:]
     var data: [String: JSONValue]
 
     /// The deterministic event id of (type, tenant, aggregate).
@@ -50,12 +52,12 @@ struct OutboundEvent {
             topic: topic,
             key: key,
             payload: JSONWriter.serialize(envelope(eventID: eventID).jsonValue),
-            headers: [
+            headers: traceHeaders.merging([
                 "once-event-id": eventID,
                 "once-event-type": type,
                 "once-tenant-id": tenantID,
                 "once-source-event-id": source.eventID,
-            ])
+            ]) { _, own in own })
     }
 }
 

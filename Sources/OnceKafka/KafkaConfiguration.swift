@@ -18,6 +18,9 @@ public struct KafkaConsumerConfiguration: Sendable {
     /// Where a partition with no stored position starts.
     public var offsetReset: OffsetReset = .earliest
     public var properties: [String: String] = [:]
+    /// Called with each statistics report when `statistics.interval.ms` is set, on the
+    /// consumer's poll thread (keep it short).
+    public var statisticsHandler: KafkaStatisticsHandler?
 
     public init(bootstrapServers: String, groupID: String) {
         self.bootstrapServers = bootstrapServers
@@ -57,6 +60,9 @@ public struct KafkaProducerConfiguration: Sendable {
     /// How long a record may take to be delivered, retries included, before it fails.
     public var messageTimeout: Duration = .seconds(30)
     public var properties: [String: String] = [:]
+    /// Called with each statistics report when `statistics.interval.ms` is set, on the
+    /// producer's callback thread (keep it short).
+    public var statisticsHandler: KafkaStatisticsHandler?
 
     public init(bootstrapServers: String) {
         self.bootstrapServers = bootstrapServers
@@ -77,6 +83,9 @@ public struct KafkaProducerConfiguration: Sendable {
         return result
     }
 }
+
+/// Receives librdkafka's statistics reports.
+public typealias KafkaStatisticsHandler = @Sendable (KafkaStatistics) -> Void
 
 extension Duration {
     /// Whole milliseconds, rounded down, as librdkafka's `*.ms` properties and timeouts take.

@@ -43,7 +43,8 @@ public final class KafkaConsumer: Sendable {
         logger: Logger = Logger(label: "once.kafka.consumer")
     ) async throws {
         let client = try RDKafkaClient.consumer(
-            properties: configuration.librdkafkaProperties, listener: rebalanceListener, logger: logger)
+            properties: configuration.librdkafkaProperties, listener: rebalanceListener,
+            statisticsHandler: configuration.statisticsHandler, logger: logger)
         handle = KafkaHandle(client, subject: "consumer", threadName: "once-kafka-consumer")
     }
 

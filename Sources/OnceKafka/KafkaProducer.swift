@@ -18,7 +18,8 @@ public final class KafkaProducer: Sendable {
     /// Creates the client and starts serving delivery reports. Throws `KafkaError` with kind
     /// `.configuration` naming a rejected property.
     public init(configuration: KafkaProducerConfiguration, logger: Logger = Logger(label: "once.kafka.producer")) throws {
-        let client = try RDKafkaClient.producer(properties: configuration.librdkafkaProperties, logger: logger)
+        let client = try RDKafkaClient.producer(
+            properties: configuration.librdkafkaProperties, statisticsHandler: configuration.statisticsHandler, logger: logger)
         handle = KafkaHandle(client, subject: "producer", threadName: "once-kafka-producer")
         Self.serveDeliveryReports(handle)
     }

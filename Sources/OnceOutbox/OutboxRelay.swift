@@ -3,6 +3,7 @@ import Metrics
 import OnceBackoff
 import OnceKafka
 import OncePostgres
+import OnceTracing
 import ServiceLifecycle
 
 /// Publishes outbox rows to Kafka in id order, marking each published after the broker
@@ -11,7 +12,10 @@ import ServiceLifecycle
 ///
 /// One relay is active across all processes: the one holding a session-level advisory lock;
 /// the others stand by and take over when its session ends. The active relay wakes on
-/// LISTEN/NOTIFY and sweeps every second as a fallback. A `Service`: `run` returns on graceful
+/// LISTEN/NOTIFY and sweeps every second as a fallback; every `backlogInterval` it counts the
+/// rows still to publish (`once_outbox_backlog_rows`; 0 while standing by). A row carrying a
+/// trace is published with a `publish` span's context when spans are recorded
+/// (`RecordTracing`). A `Service`: `run` returns on graceful
 /// shutdown or cancellation, after the round in flight; failures (database, broker) are logged
 /// and retried.
 public final class OutboxRelay: Service, Sendable {
@@ -26,13 +30,25 @@ public final class OutboxRelay: Service, Sendable {
     private let published = Counter(label: "once_outbox_published_total")
     private let publishFailures = Counter(label: "once_outbox_publish_failures_total")
     private let publishDuration = Metrics.Timer(label: "once_outbox_publish_seconds")
+    private let backlog = Gauge(label: "once_outbox_backlog_rows")
+    private let tracing: RecordTracing
+    /// How often the active relay counts the unpublished rows.
+    static let backlogInterval: Duration = .seconds(5)
 
-    public init(databaseURL: String, brokers: String, kafkaProperties: [String: String] = [:], logger: Logger = Logger(label: "once.relay")) {
+    public init(
+        databaseURL: String, brokers: String, kafkaProperties: [String: String] = [:],
+        tracing: RecordTracing = .propagateOnly, logger: Logger = Logger(label: "once.relay")
+    ) {
         self.databaseURL = databaseURL
+        self.tracing = tracing
         var producer = KafkaProducerConfiguration(bootstrapServers: brokers)
         producer.clientID = "once-relay"
-        // Dead letters carry original values of up to 4 MiB.
-        producer.properties = ["message.max.bytes": "5000000"].merging(kafkaProperties) { _, passed in passed }
+        // Dead letters carry original values of up to 4 MiB; statistics every 5 s feed the
+        // librdkafka gauges. A passed property wins.
+        producer.properties = ["message.max.bytes": "5000000", "statistics.interval.ms": "5000"]
+            .merging(kafkaProperties) { _, passed in passed }
+        let statistics = KafkaStatisticsMetrics(client: "producer")
+        producer.statisticsHandler = { statistics.record($0) }
         producerConfiguration = producer
         self.logger = logger
     }
@@ -55,6 +71,7 @@ public final class OutboxRelay: Service, Sendable {
         var lockedBackend: Int32?
         var position = OutboxPosition(floor: 1)
         var attempt = 0
+        var backlogCounted: ContinuousClock.Instant?
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 // Hold the lock on this very session; a reconnect means a new session without it.
@@ -67,7 +84,10 @@ public final class OutboxRelay: Service, Sendable {
                         return got ? db.backendPID : nil
                     }
                     guard let acquired else {
-                        if status.role != .standby { status.became(.standby) }
+                        if status.role != .standby {
+                            status.became(.standby)
+                            backlog.record(0)
+                        }
                         // Standby: another relay is active.
                         do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) } } catch { break }
                         continue
@@ -78,6 +98,10 @@ public final class OutboxRelay: Service, Sendable {
                     logger.info("relay active", metadata: ["floor": "\(position.floor)"])
                 }
                 let count = try await publishOnce(session: session, producer: producer, position: &position)
+                if backlogCounted.map({ ContinuousClock.now - $0 >= Self.backlogInterval }) ?? true {
+                    backlog.record(try await session.withConnection { db in try Self.countUnpublished(on: db) })
+                    backlogCounted = .now
+                }
                 attempt = 0
                 status.succeeded()
                 if count == 0 {
@@ -86,7 +110,7 @@ public final class OutboxRelay: Service, Sendable {
             } catch {
                 attempt += 1
                 status.failed(error)
-                logger.warning("relay failed (attempt \(attempt)): \(error)")
+                logger.warning("relay failed (attempt \(attempt)): \(error)", metadata: .failure(error))
                 let failures = attempt
                 do { try await cancelWhenGracefulShutdown { try await Backoff().sleep(attempt: failures) } } catch { break }
             }
@@ -103,7 +127,23 @@ public final class OutboxRelay: Service, Sendable {
         let read = try await Self.read(position.readRanges, limit: batchSize, session: session)
         let rows = read.rows
         let sendStarted = ContinuousClock.now
-        let results = rows.isEmpty ? [] : try await producer.send(rows.map(\.record))
+        let results: [Result<KafkaDeliveryReport, KafkaError>]
+        if rows.isEmpty {
+            results = []
+        } else if tracing.recordsSpans {
+            let traced = rows.map { tracing.publishing($0.record.headers, topic: $0.record.topic) }
+            results = try await producer.send(zip(rows, traced).map { row, trace in
+                var record = row.record
+                record.headers = trace.headers
+                return record
+            })
+            for (trace, result) in zip(traced, results) {
+                if case .failure(let error) = result { trace.span?.recordError(error) }
+                trace.span?.end()
+            }
+        } else {
+            results = try await producer.send(rows.map(\.record))
+        }
         if !rows.isEmpty { publishDuration.record(duration: ContinuousClock.now - sendStarted) }
         // Mark the acknowledged prefix: a later row of the same key must not overtake a failed one.
         let acknowledgedRows = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0)
@@ -172,6 +212,11 @@ public final class OutboxRelay: Service, Sendable {
     /// The floor a relay starts from: the last one recorded.
     static func recordedFloor(on db: PostgresConnection) throws -> OutboxPosition {
         OutboxPosition(floor: try db.query("SELECT coalesce(max(floor), 1) FROM outbox_relay")[0].decode(Int64.self, column: 0))
+    }
+
+    /// How many outbox rows wait to be published.
+    static func countUnpublished(on db: PostgresConnection) throws -> Int64 {
+        try db.query(prepared: "once_relay_backlog", "SELECT count(*) FROM \(unpublishedRows)")[0].decode(Int64.self, column: 0)
     }
 
     /// Outbox rows not yet published, for queries outside the relay: every row below the

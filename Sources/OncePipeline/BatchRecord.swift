@@ -1,6 +1,7 @@
 import Foundation
 import OnceEnvelope
 import OnceKafka
+import OnceTracing
 
 /// One partition's records, in offset order, as the scheduler hands them to a worker.
 package struct PartitionBatch: Sendable {
@@ -83,10 +84,15 @@ public struct ClaimKey: Sendable, Hashable, CustomStringConvertible {
 package struct BatchDecoder: Sendable {
     package var registry: HandlerRegistry
     package var maxRecordBytes: Int
+    package var tracing: RecordTracing
 
-    package init(registry: HandlerRegistry, maxRecordBytes: Int = PipelineDefaults.maxRecordBytes) {
+    package init(
+        registry: HandlerRegistry, maxRecordBytes: Int = PipelineDefaults.maxRecordBytes,
+        tracing: RecordTracing = .propagateOnly
+    ) {
         self.registry = registry
         self.maxRecordBytes = maxRecordBytes
+        self.tracing = tracing
     }
 
     package func decode(_ record: KafkaRecord) -> BatchRecord {
@@ -96,7 +102,8 @@ package struct BatchDecoder: Sendable {
             let entry = registry.entries[envelope.type]!
             do throws(EnvelopeError) {
                 let command = try entry.decode(envelope)
-                return .event(DecodedEvent(envelope: envelope, command: command, record: record))
+                let trace = record.headers.isEmpty ? nil : tracing.received(record, eventID: envelope.eventID)
+                return .event(DecodedEvent(envelope: envelope, command: command, record: record, trace: trace))
             } catch {
                 var error = error
                 error.tenantID = envelope.tenantID
@@ -138,6 +145,12 @@ extension BatchRecord {
         case .event(let event): return event.envelope.tenantID
         case .invalid: return nil
         }
+    }
+
+    /// The event, when it carries a trace.
+    var tracedEvent: DecodedEvent? {
+        if case .event(let event) = self, event.trace != nil { return event }
+        return nil
     }
 
     var provisionalOutcome: EventOutcome {

@@ -162,12 +162,15 @@ package struct BatchTransaction: Sendable {
             for letter in rejected {
                 counts[OutcomeCount(topic: letter.record.topic, type: OutcomeCount.invalidType, outcome: .deadLettered), default: 0] += 1
             }
-            let summary = BatchSummary(
+            var summary = BatchSummary(
                 outcomes: outcomes.map(\.1) + rejected.map { _ in .deadLettered },
                 outcomeCounts: counts,
                 duplicates: records.count - new.count,
                 outboxRows: outbox.inserted,
                 deadLetters: deadLetters.map(\.note))
+            for (event, outcome) in outcomes where event.trace != nil {
+                summary.tracedOutcomes[ObjectIdentifier(event)] = outcome
+            }
             // A dry run ends here: the error rolls the transaction back and carries the summary out.
             if case .dryRun = mode { throw DryRunRollback(summary: summary) }
             return summary
@@ -246,6 +249,8 @@ package struct BatchSummary: Sendable {
     package var outboxRows: Int
     /// Why records of the batch were dead-lettered, in the order they were.
     package var deadLetters: [DeadLetterNote] = []
+    /// The outcome of each event that carried a trace, by the event's identity.
+    package var tracedOutcomes: [ObjectIdentifier: EventOutcome] = [:]
 }
 
 /// Records of one topic and event type that ended in one outcome: a metric's labels.

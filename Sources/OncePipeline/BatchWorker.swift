@@ -58,8 +58,12 @@ struct BatchWorker: Sendable {
                     try processor.commit(work, mode: .consume(fences: fences), on: db)
                 }
                 metrics.committed(summary, records: parts.reduce(0) { $0 + $1.records.count }, duration: .now - started)
+                for letter in summary.deadLetters {
+                    logger.notice("dead-lettered (\(letter.reason.rawValue)): \(letter.message)", metadata: letter.logMetadata)
+                }
                 for part in parts {
                     ends[index(of: part.batch.partition)] = .committed(nextOffset: part.batch.nextOffset)
+                    metrics.lag.committed(part.batch.partition, at: part.batch.nextOffset)
                     logger.debug(
                         "batch committed",
                         metadata: [
@@ -83,7 +87,9 @@ struct BatchWorker: Sendable {
                 metrics.retried(transient: transient)
                 let level: Logger.Level = transient ? .warning : .error
                 let names = parts.map { "\($0.batch.partition)" }.joined(separator: ", ")
-                logger.log(level: level, "batch on \(names) failed (attempt \(attempt)), retrying in \(delay): \(error)")
+                logger.log(
+                    level: level, "batch on \(names) failed (attempt \(attempt)), retrying in \(delay): \(error)",
+                    metadata: Logger.Metadata.failure(error).merging(["once.partitions": "\(names)", "once.attempt": "\(attempt)"]) { $1 })
                 do {
                     try await Task.sleep(for: delay)
                 } catch {

@@ -38,7 +38,7 @@ public final class ConsumerPipeline: Service, Sendable {
         self.configuration = configuration
         self.processor = RecordProcessor(
             consumerGroup: configuration.consumerGroup, registry: registry, deadLetterTopic: configuration.deadLetterTopic,
-            maxRecordBytes: configuration.maxRecordBytes)
+            maxRecordBytes: configuration.maxRecordBytes, tracing: configuration.tracing)
         self.untilIdle = untilIdle
         self.isQuiet = isQuiet
         self.logger = logger
@@ -73,7 +73,7 @@ public final class ConsumerPipeline: Service, Sendable {
         let sessions = opened
         let claims = PartitionClaims(
             positions: StoredPositions(consumerGroup: config.consumerGroup), owner: config.memberID, control: control, table: table,
-            logger: logger)
+            lag: metrics.lag, logger: logger)
         let worker = BatchWorker(
             table: table, sessions: sessions, claims: claims, logger: logger, backoff: Backoff(cap: config.maxRetryDelay),
             processor: processor, health: health, metrics: metrics)
@@ -142,6 +142,10 @@ public final class ConsumerPipeline: Service, Sendable {
             health.polled()
             for event in polled.rebalances {
                 assignment.saw(event)
+                switch event {
+                case .revoked(let partitions), .lost(let partitions): metrics.lag.forget(partitions)
+                case .assigned: break
+                }
                 if case .assigned(let partitions) = event {
                     let toClaim = table.assigned(partitions)
                     if !toClaim.isEmpty { work.addTask { await claims.claim(toClaim) } }
@@ -205,7 +209,13 @@ public final class ConsumerPipeline: Service, Sendable {
     private func consumerConfiguration() -> KafkaConsumerConfiguration {
         var consumer = KafkaConsumerConfiguration(bootstrapServers: configuration.brokers, groupID: configuration.consumerGroup)
         consumer.clientID = "once-\(configuration.memberID)"
-        consumer.properties = configuration.kafkaProperties
+        // Statistics every 5 s feed the lag and librdkafka gauges (a passed property wins).
+        consumer.properties = ["statistics.interval.ms": "5000"].merging(configuration.kafkaProperties) { _, passed in passed }
+        let metrics = self.metrics
+        consumer.statisticsHandler = { statistics in
+            metrics.consumerStatistics.record(statistics)
+            metrics.lag.reported(statistics.partitions)
+        }
         return consumer
     }
 }
@@ -246,7 +256,7 @@ struct RevokeListener: KafkaRebalanceListener {
     }
 
     func partitionsRevoked(_ partitions: [TopicPartition]) {
-        logger.info("revoked \(partitions)")
+        logger.info("revoked \(partitions)", metadata: ["once.partitions": "\(partitions.map(\.description).joined(separator: ", "))"])
         table.revoke(partitions, timeout: .seconds(30))
     }
 }

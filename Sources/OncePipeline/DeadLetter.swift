@@ -1,3 +1,4 @@
+import Logging
 import OnceEnvelope
 import OnceKafka
 import OnceOutbox
@@ -94,7 +95,11 @@ struct DeadLetter: Sendable {
     /// The record's own headers, as `StoredHeaders` keeps them.
     var headersJSON: String { StoredHeaders.jsonString(record.headers) }
 
-    var note: DeadLetterNote { DeadLetterNote(eventID: eventID, reason: reason, message: message) }
+    var note: DeadLetterNote {
+        DeadLetterNote(
+            eventID: eventID, reason: reason, message: message, topic: record.topic, partition: record.partition,
+            offset: record.offset)
+    }
 }
 
 /// Why one record was dead-lettered, as a replay or a retry reports it.
@@ -102,6 +107,18 @@ public struct DeadLetterNote: Sendable, Hashable {
     public var eventID: String
     public var reason: DeadLetterReason
     public var message: String
+    /// Where the record was.
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+
+    /// The fields a log line about it carries.
+    public var logMetadata: Logger.Metadata {
+        [
+            "once.topic": "\(topic)", "once.partition": "\(partition)", "once.offset": "\(offset)",
+            "once.event_id": "\(eventID)", "once.reason": "\(reason.rawValue)",
+        ]
+    }
 }
 
 /// The dead letter a batch transaction re-drives: the two statements that make a retry's

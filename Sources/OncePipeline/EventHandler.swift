@@ -2,6 +2,7 @@ import OnceEnvelope
 import OnceKafka
 import OnceOutbox
 import OncePostgres
+import OnceTracing
 
 /// What an event did, as recorded in `processed_messages.outcome`.
 public enum EventOutcome: String, Sendable, CaseIterable, Hashable {
@@ -23,6 +24,10 @@ public struct HandlerInput<Command: Sendable>: Sendable {
     public var topic: String
     public var partition: Int32
     public var offset: Int64
+    /// The headers that carry this event's trace onto the records it causes (a `traceparent`
+    /// with a new span id, and its `tracestate`): put them on its outbox messages. Empty when
+    /// the record carried no trace context.
+    public var traceHeaders: [String: String]
 }
 
 /// Thrown by a handler that rejects an event for good (a business rule, a bad reference).
@@ -112,7 +117,8 @@ public struct HandlerRegistry: Sendable {
                 let inputs = events.map { event in
                     HandlerInput(
                         envelope: event.envelope, command: event.command as! Handler.Command,
-                        topic: event.record.topic, partition: event.record.partition, offset: event.record.offset)
+                        topic: event.record.topic, partition: event.record.partition, offset: event.record.offset,
+                        traceHeaders: event.trace?.headers ?? [:])
                 }
                 let outcomes = try handler.apply(inputs, in: context)
                 precondition(outcomes.count == inputs.count, "\(Handler.eventType) returned \(outcomes.count) outcomes for \(inputs.count) events")
@@ -134,11 +140,14 @@ package final class DecodedEvent: Sendable {
     package let command: any Sendable
     /// The record it came from; its bytes go to the dead letter if the handler rejects it.
     package let record: KafkaRecord
+    /// The trace the record carried, continued (`RecordTracing`); nil when it carried none.
+    package let trace: RecordTrace?
     package var offset: Int64 { record.offset }
 
-    package init(envelope: Envelope, command: any Sendable, record: KafkaRecord) {
+    package init(envelope: Envelope, command: any Sendable, record: KafkaRecord, trace: RecordTrace? = nil) {
         self.envelope = envelope
         self.command = command
         self.record = record
+        self.trace = trace
     }
 }

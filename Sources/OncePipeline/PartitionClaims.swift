@@ -13,6 +13,7 @@ struct PartitionClaims: Sendable {
     let owner: String
     let control: PostgresSession
     let table: PartitionTable
+    let lag: ConsumerLag
     let logger: Logger
 
     func claim(_ partitions: [TopicPartition]) async {
@@ -20,8 +21,14 @@ struct PartitionClaims: Sendable {
         guard let fences = await untilDone("claiming \(partitions)", { db in try positions.claim(partitions, owner: owner, on: db) })
         else { return }
         for (partition, fence) in fences {
-            logger.info("claimed \(partition) at \(fence.nextOffset.map(String.init) ?? "earliest"), generation \(fence.generation)")
+            logger.info(
+                "claimed \(partition) at \(fence.nextOffset.map(String.init) ?? "earliest"), generation \(fence.generation)",
+                metadata: [
+                    "once.topic": "\(partition.topic)", "once.partition": "\(partition.partition)",
+                    "once.offset": "\(fence.nextOffset.map(String.init) ?? "earliest")", "once.generation": "\(fence.generation)",
+                ])
             table.claimed(partition, fence: fence)
+            lag.claimed(partition, at: fence.nextOffset)
         }
     }
 
@@ -33,9 +40,11 @@ struct PartitionClaims: Sendable {
         if let (fence, rowOwner) = row, rowOwner == owner {
             logReset(partition, fence)
             table.claimed(partition, fence: fence)
+            lag.claimed(partition, at: fence.nextOffset)
         } else {
             logTakeover(partition, by: row?.1)
             table.disowned(partition)
+            lag.forget([partition])
         }
     }
 
@@ -49,7 +58,7 @@ struct PartitionClaims: Sendable {
                 return try await control.withConnection(body)
             } catch {
                 attempt += 1
-                logger.warning("\(what) failed (attempt \(attempt)): \(error)")
+                logger.warning("\(what) failed (attempt \(attempt)): \(error)", metadata: .failure(error))
                 do { try await Backoff().sleep(attempt: attempt) } catch { return nil }
             }
         }
@@ -78,7 +87,13 @@ extension PartitionClaims {
             guard let generation = held[partition], fence.generation != generation else { continue }
             let owned = rowOwner == owner
             guard table.claimChanged(partition, heldUnder: generation, to: fence, owned: owned) else { continue }
-            if owned { logReset(partition, fence) } else { logTakeover(partition, by: rowOwner) }
+            if owned {
+                logReset(partition, fence)
+                lag.claimed(partition, at: fence.nextOffset)
+            } else {
+                logTakeover(partition, by: rowOwner)
+                lag.forget([partition])
+            }
         }
     }
 

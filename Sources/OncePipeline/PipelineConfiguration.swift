@@ -1,4 +1,5 @@
 import Foundation
+import OnceTracing
 
 /// The defaults CONTRACT.md names, in the one place every command and type takes them from.
 public enum PipelineDefaults {
@@ -37,6 +38,8 @@ public struct PipelineConfiguration: Sendable {
     public var memberID = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
     /// The longest pause between retries of a batch that hit a transient failure.
     public var maxRetryDelay: Duration = .seconds(5)
+    /// How records' trace context is carried on, and whether spans are recorded.
+    public var tracing = RecordTracing.propagateOnly
 
     public init(databaseURL: String, brokers: String) {
         self.databaseURL = databaseURL

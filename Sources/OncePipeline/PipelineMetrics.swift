@@ -15,6 +15,10 @@ struct PipelineMetrics: Sendable {
     private let fenced = Counter(label: "once_batches_fenced_total")
     private let skipped = Counter(label: "once_records_already_processed_total")
     private let assignedGauge = Gauge(label: "once_assigned_partitions")
+    /// `once_consumer_lag_records`, per held partition.
+    let lag = ConsumerLag()
+    /// librdkafka's statistics of the consumer.
+    let consumerStatistics = KafkaStatisticsMetrics(client: "consumer")
 
     /// One committed batch transaction: its records' outcomes by topic and type, the records
     /// skipped as already processed, the dead letters by reason, its size and duration.

@@ -1,5 +1,6 @@
 import OnceKafka
 import OncePostgres
+import OnceTracing
 
 /// The pipeline's validation and transaction, set up once: `once run`'s workers, replays,
 /// dead-letter retries and tests all go through one of these.
@@ -14,9 +15,9 @@ public struct RecordProcessor: Sendable {
 
     public init(
         consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String = PipelineDefaults.deadLetterTopic,
-        maxRecordBytes: Int = PipelineDefaults.maxRecordBytes
+        maxRecordBytes: Int = PipelineDefaults.maxRecordBytes, tracing: RecordTracing = .propagateOnly
     ) {
-        decoder = BatchDecoder(registry: registry, maxRecordBytes: maxRecordBytes)
+        decoder = BatchDecoder(registry: registry, maxRecordBytes: maxRecordBytes, tracing: tracing)
         transaction = BatchTransaction(consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
     }
 
@@ -39,7 +40,7 @@ public struct RecordProcessor: Sendable {
     package func process(_ batch: DecodedBatch, dryRun: Bool = false, on db: PostgresConnection) throws -> ProcessReport {
         guard let first = batch.records.first else { return ProcessReport() }
         let part = BatchPart(batch: PartitionBatch(partition: first.topicPartition, records: batch.records), records: batch.decoded)
-        let summary = try transaction.commit([part], mode: dryRun ? .dryRun : .replay, on: db)
+        let summary = try commit([part], mode: dryRun ? .dryRun : .replay, on: db)
         var report = ProcessReport()
         for outcome in summary.outcomes { report.counts[outcome, default: 0] += 1 }
         report.counts[.duplicate, default: 0] += summary.duplicates
@@ -48,9 +49,28 @@ public struct RecordProcessor: Sendable {
         return report
     }
 
-    /// One transaction over `parts` in `mode`.
+    /// One transaction over `parts` in `mode`. When records carry traces, the transaction has
+    /// a span, and each traced record's span ends with its outcome once the transaction has
+    /// committed (`RecordTracing`).
     package func commit(_ parts: [BatchPart], mode: TransactionMode, on db: PostgresConnection) throws -> BatchSummary {
-        try transaction.commit(parts, mode: mode, on: db)
+        let traced = parts.flatMap { $0.records.compactMap(\.tracedEvent) }
+        guard !traced.isEmpty else { return try transaction.commit(parts, mode: mode, on: db) }
+        let span = decoder.tracing.transactionSpan(
+            over: traced.compactMap(\.trace), records: parts.reduce(0) { $0 + $1.records.count })
+        let summary: BatchSummary
+        do {
+            summary = try transaction.commit(parts, mode: mode, on: db)
+        } catch {
+            span?.recordError(error)
+            span?.end()
+            throw error
+        }
+        span?.end()
+        if case .dryRun = mode { return summary }
+        for event in traced {
+            event.trace?.finish(outcome: summary.tracedOutcomes[ObjectIdentifier(event)]?.rawValue ?? "already_processed")
+        }
+        return summary
     }
 }
 

@@ -1,3 +1,5 @@
+import Logging
+
 /// An error reported by PostgreSQL, by libpq, or by this wrapper about how it was used.
 ///
 /// `kind` classifies the SQLSTATE so that callers can decide without string matching;
@@ -188,4 +190,12 @@ public struct PostgresValueFormatError: Error, Sendable {
     public var reason: PostgresDecodingError.Reason
     public init(_ reason: PostgresDecodingError.Reason) { self.reason = reason }
     public init(_ why: String) { self.reason = .malformed(why) }
+}
+
+extension Logger.Metadata {
+    /// The fields a log line about `error` carries: its SQLSTATE when PostgreSQL gave one.
+    public static func failure(_ error: any Error) -> Logger.Metadata {
+        guard let sqlState = (error as? PostgresError)?.sqlState else { return [:] }
+        return ["sqlstate": "\(sqlState)"]
+    }
 }

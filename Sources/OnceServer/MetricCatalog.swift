@@ -30,6 +30,8 @@ public enum MetricCatalog {
               help: "Rebalance events this member heard, by kind (assigned, revoked, lost)."),
         Entry(name: "once_assigned_partitions", type: "gauge", labels: "",
               help: "Partitions this member holds."),
+        Entry(name: "once_consumer_lag_records", type: "gauge", labels: "topic, partition",
+              help: "Records between this member's stored position and the broker's end, per partition it holds (the end as the consumer's statistics last reported it)."),
         Entry(name: "once_outbox_published_total", type: "counter", labels: "",
               help: "Outbox rows published and acknowledged by the broker."),
         Entry(name: "once_outbox_publish_failures_total", type: "counter", labels: "",
@@ -38,6 +40,14 @@ public enum MetricCatalog {
               help: "Time from handing a round of outbox rows to the producer to their acknowledgements."),
         Entry(name: "once_relay_active", type: "gauge", labels: "",
               help: "1 while this process's relay holds the relay lock and publishes, 0 while it stands by."),
+        Entry(name: "once_outbox_backlog_rows", type: "gauge", labels: "",
+              help: "Outbox rows waiting to be published, counted every 5 s by the active relay (0 on a member standing by)."),
+        Entry(name: "once_kafka_broker_rtt_seconds", type: "gauge", labels: "client, broker",
+              help: "librdkafka's average request round-trip time to each broker, for the consumer and the relay's producer."),
+        Entry(name: "once_kafka_queue_messages", type: "gauge", labels: "client",
+              help: "Messages waiting in librdkafka's queues (the producer's queue; the consumer's fetch queues and replies)."),
+        Entry(name: "once_kafka_errors_total", type: "counter", labels: "client",
+              help: "Transmit and receive errors librdkafka counted on its broker connections."),
     ]
 
     static let help: [String: String] = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.help) })

@@ -25,20 +25,18 @@ struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-        file: String, function: String, line: UInt
-    ) {
+    func log(event: LogEvent) {
         var fields: [String: JSONValue] = [
             "timestamp": .string(Self.timestamp(Date())),
-            "level": .string(level.rawValue),
+            "level": .string(event.level.rawValue),
             "label": .string(label),
-            "message": .string(message.description),
-            "source": .string(source),
+            "message": .string(event.message.description),
+            "source": .string(event.source),
         ]
+        if let error = event.error { fields["error"] = .string("\(error)") }
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let explicit { merged.merge(explicit) { _, new in new } }
+        if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
         for (key, value) in merged where fields[key] == nil { fields[key] = Self.json(value) }
         var bytes = JSONWriter.serialize(.object(fields))
         bytes.append(UInt8(ascii: "\n"))

@@ -8,7 +8,10 @@ import OncePipeline
 import OncePostgres
 import OnceSchema
 import OnceServer
+import OnceTracing
+import OTel
 import ServiceLifecycle
+import Tracing
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,6 +34,19 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Serve /metrics, /healthz and /readyz on ADDRESS:PORT, or `off` (env ONCE_HTTP; default 127.0.0.1:9464; port 0 takes a free one).")
     var http: String?
 
+    @Option(help: "Record spans and export them over OTLP/HTTP to this URL, e.g. http://127.0.0.1:4318/v1/traces (or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; the other OTEL_* variables apply). Without one no span is recorded; trace context is carried on either way.")
+    var otlpEndpoint: String?
+
+    /// Where spans go, when anywhere: the flag, or the standard environment variables.
+    func spanExport() -> (endpoint: String?, enabled: Bool) {
+        let environment = ProcessInfo.processInfo.environment
+        if let otlpEndpoint { return (otlpEndpoint, true) }
+        let configured = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"].contains {
+            !(environment[$0] ?? "").isEmpty
+        }
+        return (nil, configured && environment["OTEL_TRACES_EXPORTER"] != "none" && environment["OTEL_SDK_DISABLED"] != "true")
+    }
+
     /// The HTTP endpoint's address; nil when it is off.
     func httpAddress() throws -> OperationsServer.Address? {
         let text = http ?? ProcessInfo.processInfo.environment["ONCE_HTTP"] ?? OperationsServer.Address.default.description
@@ -43,6 +59,9 @@ struct Run: AsyncParsableCommand {
 
     func validate() throws {
         _ = try httpAddress()
+        if let otlpEndpoint, !(otlpEndpoint.hasPrefix("http://") || otlpEndpoint.hasPrefix("https://")) {
+            throw ValidationError("--otlp-endpoint: `\(otlpEndpoint)` is not an http:// or https:// URL")
+        }
         if let untilIdle, untilIdle < 0 { throw ValidationError("--until-idle must be zero or more seconds") }
         guard (1...64).contains(connections) else { throw ValidationError("--connections must be from 1 to 64") }
         guard (1...100_000).contains(maxBatch) else { throw ValidationError("--max-batch must be from 1 to 100000") }
@@ -60,6 +79,8 @@ struct Run: AsyncParsableCommand {
         configuration.kafkaProperties = settings.kafkaProperties
         configuration.connections = connections
         configuration.maxBatchRecords = maxBatch
+        let spans = try spanExporter(logger: logger)
+        configuration.tracing = RecordTracing(tracer: spans?.tracer)
 
         // Fail fast, with one line, when a service is unreachable or a topic is missing.
         let control = try await connectDatabase(configuration.databaseURL, logger: logger)
@@ -71,7 +92,7 @@ struct Run: AsyncParsableCommand {
         Domain.register(into: &registry)
         let relay = OutboxRelay(
             databaseURL: configuration.databaseURL, brokers: configuration.brokers,
-            kafkaProperties: configuration.kafkaProperties, logger: Logger(label: "once.relay"))
+            kafkaProperties: configuration.kafkaProperties, tracing: configuration.tracing, logger: Logger(label: "once.relay"))
         let outboxPublished: @Sendable () async -> Bool = {
             (try? await control.withConnection { db in
                 try db.query("SELECT NOT EXISTS (SELECT 1 FROM \(OutboxRelay.unpublishedRows))")[0].decode(Bool.self, column: 0)
@@ -85,6 +106,8 @@ struct Run: AsyncParsableCommand {
         // The HTTP endpoint, first in the group so that it stops last: readiness says "not
         // ready" while the others shut down.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // The span exporter stops after everything else, flushing the last spans.
+        if let spans { services.append(.init(service: spans.service)) }
         if let http, let metrics {
             let server = OperationsServer(
                 address: http, registry: metrics, health: pipeline.health, relay: relay.status,
@@ -108,6 +131,22 @@ struct Run: AsyncParsableCommand {
         let group = ServiceGroup(configuration: lifecycle)
         try await group.run()
         await control.close()
+    }
+
+    /// swift-otel's tracer and its export service, when spans are to be exported; nothing else
+    /// of OpenTelemetry (logs and metrics have their own outputs).
+    private func spanExporter(logger: Logger) throws -> (tracer: any Tracer, service: any Service)? {
+        let export = spanExport()
+        guard export.enabled else { return nil }
+        var otel = OTel.Configuration.default
+        otel.serviceName = "once"
+        otel.logs.enabled = false
+        otel.metrics.enabled = false
+        otel.diagnosticLogger = .custom(Logger(label: "once.otel"))
+        if let endpoint = export.endpoint { otel.traces.otlpExporter.endpoint = endpoint }
+        let backend = try OTel.makeTracingBackend(configuration: otel)
+        logger.info("recording spans", metadata: ["once.otlp_endpoint": "\(export.endpoint ?? "from OTEL_* environment")"])
+        return (backend.factory, backend.service)
     }
 
     private func checkTopics(_ configuration: PipelineConfiguration, logger: Logger) async throws {

@@ -11,9 +11,10 @@ extension RDKafkaClient {
     static func consumer(
         properties: [String: String],
         listener: (any KafkaRebalanceListener)?,
+        statisticsHandler: KafkaStatisticsHandler?,
         logger: Logger
     ) throws(KafkaError) -> RDKafkaClient {
-        let context = RDKafkaContext(logger: logger, rebalanceListener: listener)
+        let context = RDKafkaContext(logger: logger, rebalanceListener: listener, statisticsHandler: statisticsHandler)
         return try RDKafkaClient(role: .consumer, properties: properties, context: context)
     }
 

@@ -8,8 +8,12 @@ import Logging
 /// producer's `KafkaHandle` thread, like the delivery-report polls.
 extension RDKafkaClient {
     /// An idempotent producer whose delivery reports complete `DeliveryBatch`es.
-    static func producer(properties: [String: String], logger: Logger) throws(KafkaError) -> RDKafkaClient {
-        try RDKafkaClient(role: .producer, properties: properties, context: RDKafkaContext(logger: logger))
+    static func producer(
+        properties: [String: String], statisticsHandler: KafkaStatisticsHandler?, logger: Logger
+    ) throws(KafkaError) -> RDKafkaClient {
+        try RDKafkaClient(
+            role: .producer, properties: properties,
+            context: RDKafkaContext(logger: logger, statisticsHandler: statisticsHandler))
     }
 
     /// Enqueues one record (key, value and headers are copied) whose delivery report completes

@@ -11,6 +11,8 @@ import Synchronization
 final class RDKafkaContext: Sendable {
     let logger: Logger
     let rebalanceListener: (any KafkaRebalanceListener)?
+    /// Called with each statistics report (`statistics.interval.ms`), on the serving thread.
+    let statisticsHandler: KafkaStatisticsHandler?
     private let pending = Mutex<Pending>(Pending())
 
     struct Pending {
@@ -18,9 +20,13 @@ final class RDKafkaContext: Sendable {
         var errors: [KafkaError] = []
     }
 
-    init(logger: Logger, rebalanceListener: (any KafkaRebalanceListener)? = nil) {
+    init(
+        logger: Logger, rebalanceListener: (any KafkaRebalanceListener)? = nil,
+        statisticsHandler: KafkaStatisticsHandler? = nil
+    ) {
         self.logger = logger
         self.rebalanceListener = rebalanceListener
+        self.statisticsHandler = statisticsHandler
     }
 
     func record(_ event: KafkaRebalanceEvent) {
@@ -45,6 +51,7 @@ final class RDKafkaContext: Sendable {
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(self).toOpaque())
         rd_kafka_conf_set_log_cb(conf, onLog)
         rd_kafka_conf_set_error_cb(conf, onError)
+        if statisticsHandler != nil { rd_kafka_conf_set_stats_cb(conf, onStatistics) }
     }
 
     /// The context an instance was configured with, from inside one of its callbacks.
@@ -81,4 +88,13 @@ private func onError(_ rk: OpaquePointer?, _ err: Int32, _ reason: UnsafePointer
     let error = KafkaError(code, message: message, isFatal: code == RD_KAFKA_RESP_ERR__FATAL)
     context.logger.warning("librdkafka: \(error)")
     context.record(error)
+}
+
+private func onStatistics(
+    _ rk: OpaquePointer?, _ json: UnsafeMutablePointer<CChar>?, _ length: Int, _ opaque: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let context = RDKafkaContext.of(rk), let handler = context.statisticsHandler, let json else { return 0 }
+    let bytes = UnsafeRawBufferPointer(start: json, count: length)
+    if let statistics = KafkaStatistics(json: Array(bytes)) { handler(statistics) }
+    return 0  // librdkafka frees the JSON
 }
