@@ -18,7 +18,7 @@ public struct KafkaStatistics: Sendable, Hashable {
     /// Messages waiting in the client: the producer's queue, the consumer's fetch queues and
     /// replies not yet served.
     public var queuedMessages: Int64
-    /// The brokers the client knows by id (bootstrap entries left out).
+    /// The brokers the client is connected to by id (bootstrap, logical and internal entries left out).
     public var brokers: [Broker]
     /// Each fetched partition's offsets. Consumers only.
     public var partitions: [TopicPartition: PartitionOffsets]
@@ -37,7 +37,11 @@ public struct KafkaStatistics: Sendable, Hashable {
         clientType = type
         var queued = (top["msg_cnt"]?.int64Value ?? 0) + (top["replyq"]?.int64Value ?? 0)
         brokers = (top["brokers"]?.objectValue ?? [:]).values.compactMap { broker in
-            guard let id = broker["nodeid"]?.int64Value, id >= 0 else { return nil }
+            // Bootstrap entries have no id yet; logical ones (the group coordinator) and the
+            // internal one repeat a real broker or none.
+            guard let id = broker["nodeid"]?.int64Value, id >= 0,
+                broker["source"]?.stringValue != "logical", broker["source"]?.stringValue != "internal"
+            else { return nil }
             let name = broker["name"]?.stringValue.map(Self.address) ?? "\(id)"
             let average = broker["rtt"]?["avg"]?.doubleValue ?? 0
             return Broker(

@@ -19,7 +19,8 @@ import ServiceLifecycle
 /// shutdown or cancellation, after the round in flight; failures (database, broker) are logged
 /// and retried.
 public final class OutboxRelay: Service, Sendable {
-    static let advisoryLockKey: Int64 = 0x6f6e_6365_6f75_7462
+    /// The session-level advisory lock the active relay holds.
+    public static let advisoryLockKey: Int64 = 0x6f6e_6365_6f75_7462
     private let databaseURL: String
     private let producerConfiguration: KafkaProducerConfiguration
     private let logger: Logger
@@ -94,14 +95,16 @@ public final class OutboxRelay: Service, Sendable {
                     }
                     lockedBackend = acquired
                     status.became(.active)
+                    backlogCounted = nil
                     position = try await session.withConnection { db in try Self.recordedFloor(on: db) }
                     logger.info("relay active", metadata: ["floor": "\(position.floor)"])
                 }
-                let count = try await publishOnce(session: session, producer: producer, position: &position)
+                // Counted before the round, so that a relay that cannot publish still reports.
                 if backlogCounted.map({ ContinuousClock.now - $0 >= Self.backlogInterval }) ?? true {
                     backlog.record(try await session.withConnection { db in try Self.countUnpublished(on: db) })
                     backlogCounted = .now
                 }
+                let count = try await publishOnce(session: session, producer: producer, position: &position)
                 attempt = 0
                 status.succeeded()
                 if count == 0 {
