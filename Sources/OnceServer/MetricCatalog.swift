@@ -66,31 +66,34 @@ struct CatalogMetricsFactory: MetricsFactory {
     let inner: PrometheusMetricsFactory
     var registry: PrometheusCollectorRegistry { inner.registry }
 
-    private func help(_ label: String) -> String { MetricCatalog.help[label] ?? "" }
+    /// The metric's full name (the label) with its help text.
+    private func described(_ label: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: label, unitName: "", helpText: MetricCatalog.help[label] ?? "")
+    }
 
     func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        registry.makeCounter(name: label, labels: dimensions, help: help(label))
+        registry.makeCounter(descriptor: described(label), labels: dimensions)
     }
 
     func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
-        registry.makeCounter(name: label, labels: dimensions, help: help(label))
+        registry.makeCounter(descriptor: described(label), labels: dimensions)
     }
 
     func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
-        guard aggregate else { return registry.makeGauge(name: label, labels: dimensions, help: help(label)) }
+        guard aggregate else { return registry.makeGauge(descriptor: described(label), labels: dimensions) }
         return registry.makeValueHistogram(
-            name: label, labels: dimensions, buckets: inner.valueHistogramBuckets[label] ?? inner.defaultValueHistogramBuckets,
-            help: help(label))
+            descriptor: described(label), labels: dimensions,
+            buckets: inner.valueHistogramBuckets[label] ?? inner.defaultValueHistogramBuckets)
     }
 
     func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
-        registry.makeGauge(name: label, labels: dimensions, help: help(label))
+        registry.makeGauge(descriptor: described(label), labels: dimensions)
     }
 
     func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
         registry.makeDurationHistogram(
-            name: label, labels: dimensions,
-            buckets: inner.durationHistogramBuckets[label] ?? inner.defaultDurationHistogramBuckets, help: help(label))
+            descriptor: described(label), labels: dimensions,
+            buckets: inner.durationHistogramBuckets[label] ?? inner.defaultDurationHistogramBuckets)
     }
 
     func destroyCounter(_ handler: any CounterHandler) { inner.destroyCounter(handler) }
