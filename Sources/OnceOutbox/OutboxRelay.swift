@@ -17,7 +17,7 @@ import ServiceLifecycle
 /// trace is published with a `publish` span's context when spans are recorded
 /// (`RecordTracing`). A `Service`: `run` returns on graceful
 /// shutdown or cancellation, after the round in flight; failures (database, broker) are logged
-/// and retried.
+/// and retried, except those retrying cannot mend (`PostgresError.remedy`), which it throws.
 public final class OutboxRelay: Service, Sendable {
     /// The session-level advisory lock the active relay holds.
     public static let advisoryLockKey: Int64 = 0x6f6e_6365_6f75_7462
@@ -110,6 +110,13 @@ public final class OutboxRelay: Service, Sendable {
                 if count == 0 {
                     _ = try await session.withConnection { db in try db.waitForNotifications(timeout: .seconds(1)) }
                 }
+            } catch let failure as PostgresError where failure.remedy != nil {
+                // A missing privilege or an unmigrated schema: retrying cannot mend it.
+                status.failed(failure)
+                logger.critical("relay cannot publish, stopping: \(failure)", metadata: .failure(failure))
+                await producer.close()
+                await session.close()
+                throw failure
             } catch {
                 attempt += 1
                 status.failed(error)

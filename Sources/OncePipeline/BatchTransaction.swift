@@ -273,11 +273,13 @@ struct HandlerFailure: Error, CustomStringConvertible {
     var description: String { "\(underlying)" }
 }
 
-/// Runs handler code, turning every error that retrying cannot cure into `HandlerFailure`.
+/// Runs handler code, turning every error that retrying cannot cure into `HandlerFailure`, but
+/// for the set-up's (`PostgresError.remedy`: a privilege, the schema), which are no record's
+/// fault: no record is dead-lettered for them, and the pipeline stops.
 private func asHandlerFailure<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
-    } catch let error as PostgresError where error.isTransient {
+    } catch let error as PostgresError where error.isTransient || error.remedy != nil {
         throw error
     } catch {
         throw HandlerFailure(underlying: error)

@@ -3,7 +3,9 @@ import OnceBackoff
 import OnceKafka
 import OncePostgres
 
-/// Runs batches on the database sessions, retrying transient failures with backoff.
+/// Runs batches on the database sessions, retrying failures with backoff, except those that
+/// retrying cannot mend (`PostgresError.remedy`: a missing privilege, an unmigrated schema),
+/// which end the pipeline with that error.
 ///
 /// A dispatch runs in the task that `run` is called from (a child of the pipeline's work
 /// group), and so do the dispatches its end frees, so every batch is part of the pipeline's
@@ -23,17 +25,17 @@ struct BatchWorker: Sendable {
     /// loop: a session's dispatches follow one another in this task, and a second dispatch
     /// freed at once runs as a child of it. A chain lasts while its session has work, so there
     /// are never more chains than sessions, and none keeps an ended batch's records.
-    func run(_ dispatch: PartitionTable.Dispatch) async {
-        await withDiscardingTaskGroup { group in
-            var next = await process(dispatch)
+    func run(_ dispatch: PartitionTable.Dispatch) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            var next = try await process(dispatch)
             while let following = next.popLast() {
-                for other in next { group.addTask { await run(other) } }
-                next = await process(following)
+                for other in next { group.addTask { try await run(other) } }
+                next = try await process(following)
             }
         }
     }
 
-    private func process(_ dispatch: PartitionTable.Dispatch) async -> [PartitionTable.Dispatch] {
+    private func process(_ dispatch: PartitionTable.Dispatch) async throws -> [PartitionTable.Dispatch] {
         let fences = Dictionary(uniqueKeysWithValues: dispatch.parts.map { ($0.batch.partition, $0.fence) })
         let processor = self.processor
         var parts = dispatch.parts.map { part in
@@ -79,6 +81,13 @@ struct BatchWorker: Sendable {
                 ends[index(of: fenced.partition)] = .fenced
                 fencedPartitions.append(fenced.partition)
                 parts.removeAll { $0.batch.partition == fenced.partition }
+            } catch let failure as PostgresError where failure.remedy != nil {
+                let names = parts.map { "\($0.batch.partition)" }.joined(separator: ", ")
+                logger.critical(
+                    "batch on \(names) cannot succeed, stopping: \(failure)",
+                    metadata: Logger.Metadata.failure(failure).merging(["once.partitions": "\(names)"]) { $1 })
+                _ = table.finished(dispatch, ends)
+                throw failure
             } catch {
                 attempt += 1
                 if attempt == 1 { for part in parts { table.retrying(part.batch.partition) } }
@@ -98,7 +107,7 @@ struct BatchWorker: Sendable {
             }
         }
         let next = table.finished(dispatch, ends)
-        for partition in fencedPartitions { await claims.reload(partition) }
+        for partition in fencedPartitions { try await claims.reload(partition) }
         return next
     }
 }

@@ -131,7 +131,9 @@ public final class ConsumerPipeline: Service, Sendable {
         var lastKafkaCommit = ContinuousClock.now
         var assignment = AssignmentWatch(kafkaProperties: config.kafkaProperties)
         assignment.awaitAssignment()
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+        // The work group is cancelled when one of its tasks fails for good (a missing privilege,
+        // an unmigrated schema): the loop ends, and the group rethrows that failure.
+        while !Task.isShuttingDownGracefully && !Task.isCancelled && !work.isCancelled {
             let polled: KafkaPollResult
             do {
                 polled = try await consumer.poll(maxRecords: config.maxBatchRecords, timeout: .milliseconds(20))
@@ -148,7 +150,7 @@ public final class ConsumerPipeline: Service, Sendable {
                 }
                 if case .assigned(let partitions) = event {
                     let toClaim = table.assigned(partitions)
-                    if !toClaim.isEmpty { work.addTask { await claims.claim(toClaim) } }
+                    if !toClaim.isEmpty { work.addTask { try await claims.claim(toClaim) } }
                 }
             }
             if !polled.rebalances.isEmpty {
@@ -162,7 +164,7 @@ public final class ConsumerPipeline: Service, Sendable {
                 work.addTask { await self.recoverUnformedGroup(after: waited, logger: self.logger) }
             }
             for error in polled.errors { logger.warning("kafka: \(error)") }
-            for dispatch in table.ingest(polled.records) { work.addTask { await worker.run(dispatch) } }
+            for dispatch in table.ingest(polled.records) { work.addTask { try await worker.run(dispatch) } }
 
             var actions = table.takeConsumerActions()
             if config.commitToKafka == false || ContinuousClock.now - lastKafkaCommit < .seconds(1) {

@@ -4,7 +4,8 @@ import OnceKafka
 import OncePostgres
 
 /// Claims assigned partitions in `consumer_offsets` (bumping their generation) and re-reads
-/// fenced ones; retries while the database is away.
+/// fenced ones; retries while the database is away, and throws an error that retrying cannot
+/// mend (`PostgresError.remedy`).
 ///
 /// The statements are `StoredPositions`'; this type decides when to run them and tells the
 /// scheduler what they found. Its loops end when their task is cancelled.
@@ -16,9 +17,9 @@ struct PartitionClaims: Sendable {
     let lag: ConsumerLag
     let logger: Logger
 
-    func claim(_ partitions: [TopicPartition]) async {
+    func claim(_ partitions: [TopicPartition]) async throws {
         let (positions, owner) = (self.positions, self.owner)
-        guard let fences = await untilDone("claiming \(partitions)", { db in try positions.claim(partitions, owner: owner, on: db) })
+        guard let fences = try await untilDone("claiming \(partitions)", { db in try positions.claim(partitions, owner: owner, on: db) })
         else { return }
         for (partition, fence) in fences {
             logger.info(
@@ -34,9 +35,9 @@ struct PartitionClaims: Sendable {
 
     /// After a fence: if this member still owns the partition (an operator reset it), adopt the
     /// new generation and position; otherwise stop working on it until the group revokes it.
-    func reload(_ partition: TopicPartition) async {
+    func reload(_ partition: TopicPartition) async throws {
         let positions = self.positions
-        guard let row = await untilDone("re-reading \(partition)", { db in try positions.claim(of: partition, on: db) }) else { return }
+        guard let row = try await untilDone("re-reading \(partition)", { db in try positions.claim(of: partition, on: db) }) else { return }
         if let (fence, rowOwner) = row, rowOwner == owner {
             logReset(partition, fence)
             table.claimed(partition, fence: fence)
@@ -49,13 +50,17 @@ struct PartitionClaims: Sendable {
     }
 
     /// Runs `body` on the control session until it succeeds, with backoff; nil when cancelled.
+    /// An error that retrying cannot mend is thrown.
     private func untilDone<T: Sendable>(
         _ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T
-    ) async -> T? {
+    ) async throws -> T? {
         var attempt = 0
         while true {
             do {
                 return try await control.withConnection(body)
+            } catch let failure as PostgresError where failure.remedy != nil {
+                logger.critical("\(what) cannot succeed, stopping: \(failure)", metadata: .failure(failure))
+                throw failure
             } catch {
                 attempt += 1
                 logger.warning("\(what) failed (attempt \(attempt)): \(error)", metadata: .failure(error))

@@ -301,6 +301,12 @@ public final class PostgresConnection {
         isBroken = true  // ROLLBACK failed: the session's state is unknown, so start a new one
     }
 
+    /// `name` quoted as an SQL identifier by libpq, for the few statements that cannot bind it
+    /// as a parameter (GRANT, LISTEN).
+    public func quoteIdentifier(_ name: String) throws -> String {
+        try live().quoteIdentifier(name)
+    }
+
     /// Runs `body` inside SAVEPOINT … RELEASE; if it throws, rolls back to the savepoint (the
     /// enclosing transaction's earlier work stays) and rethrows. Only inside a transaction.
     public func savepoint<T>(_ name: String, _ body: (PostgresConnection) throws -> T) throws -> T {

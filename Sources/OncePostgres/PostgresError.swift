@@ -23,6 +23,18 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         case connectFailed
         /// SQLSTATE 57014: the statement was cancelled (statement_timeout or a cancel request).
         case queryCanceled
+        /// The server cannot take the work now (insufficient resources, class 53; a lock not
+        /// available, 55P03; a read-only standby, 25006; an I/O error, class 58): try again later.
+        case unavailable
+        /// SQLSTATE 42501: the role lacks a privilege on the object named in the message.
+        case insufficientPrivilege
+        /// A table, column, function, schema or other object the statement names does not exist
+        /// (42P01, 42703, 42883, 3F000, 42704): the schema is not migrated, or by an older version.
+        case schemaMismatch
+        /// The server refused the role or its password (28000, 28P01).
+        case authenticationFailed
+        /// The database named in the connection does not exist (3D000).
+        case unknownDatabase
         /// The caller used the API in a way it does not support; nothing was sent for it.
         case invalidUse
         /// Any other SQLSTATE or libpq failure.
@@ -36,6 +48,11 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
             case .connectionLost: return "connectionLost"
             case .connectFailed: return "connectFailed"
             case .queryCanceled: return "queryCanceled"
+            case .unavailable: return "unavailable"
+            case .insufficientPrivilege: return "insufficientPrivilege"
+            case .schemaMismatch: return "schemaMismatch"
+            case .authenticationFailed: return "authenticationFailed"
+            case .unknownDatabase: return "unknownDatabase"
             case .invalidUse: return "invalidUse"
             case .other: return "other"
             }
@@ -79,25 +96,83 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         self.statementIndex = statementIndex
     }
 
+    /// How failures are treated, by SQLSTATE: the one table every retry loop goes by. An entry
+    /// of two characters covers its whole class; five characters name one condition. What is
+    /// not listed is `.other`: a bug or bad data, which callers retry with backoff and report
+    /// as an error, but not as transient.
+    public static let classification: [(sqlState: String, kind: Kind)] = [
+        ("23505", .uniqueViolation),
+        ("40001", .serializationFailure),
+        ("40P01", .deadlock),
+        ("08", .connectionLost),
+        ("57P01", .connectionLost),  // admin_shutdown
+        ("57P02", .connectionLost),  // crash_shutdown
+        ("57P03", .connectionLost),  // cannot_connect_now (starting up, shutting down)
+        ("57014", .queryCanceled),
+        ("53", .unavailable),  // insufficient resources: disk full, out of memory, too many connections
+        ("55P03", .unavailable),  // lock_not_available
+        ("25006", .unavailable),  // read_only_sql_transaction: a standby, as during a failover
+        ("58", .unavailable),  // system error: I/O
+        ("42501", .insufficientPrivilege),
+        ("42P01", .schemaMismatch),  // undefined_table
+        ("42703", .schemaMismatch),  // undefined_column
+        ("42883", .schemaMismatch),  // undefined_function
+        ("42704", .schemaMismatch),  // undefined_object
+        ("3F000", .schemaMismatch),  // invalid_schema_name
+        ("28000", .authenticationFailed),  // invalid_authorization_specification
+        ("28P01", .authenticationFailed),  // invalid_password
+        ("3D000", .unknownDatabase),  // invalid_catalog_name
+    ]
+
     /// True when the same work may succeed if tried again: serialisation failures, deadlocks,
-    /// lost connections and failed connects (the server may come back).
+    /// lost connections, failed connects (the server may come back) and a server that cannot
+    /// take the work now.
     public var isTransient: Bool {
         switch kind {
-        case .serializationFailure, .deadlock, .connectionLost, .connectFailed: return true
-        case .uniqueViolation, .queryCanceled, .invalidUse, .other: return false
+        case .serializationFailure, .deadlock, .connectionLost, .connectFailed, .unavailable: return true
+        case .uniqueViolation, .queryCanceled, .invalidUse, .other, .insufficientPrivilege, .schemaMismatch,
+            .authenticationFailed, .unknownDatabase:
+            return false
         }
     }
 
-    /// Maps a SQLSTATE to a kind.
-    public static func kind(forSQLState sqlState: String) -> Kind {
-        switch sqlState {
-        case "23505": return .uniqueViolation
-        case "40001": return .serializationFailure
-        case "40P01": return .deadlock
-        case "57014": return .queryCanceled
-        case "57P01", "57P02", "57P03": return .connectionLost
-        default: return sqlState.hasPrefix("08") ? .connectionLost : .other
+    /// What an operator must do when retrying cannot help (a privilege, the schema, the
+    /// credentials, the database's name); nil for every other error. A process that meets such
+    /// an error stops instead of retrying, with this in its one line.
+    public var remedy: String? {
+        switch kind {
+        case .insufficientPrivilege:
+            return "the role lacks a privilege: as the schema's owner, apply what `once grants --role ROLE` prints"
+        case .schemaMismatch:
+            return "the schema is missing or older than this once: run `once migrate` as the schema's owner"
+        case .authenticationFailed:
+            return "check the role and its password (the database URL, PGPASSWORD, PGPASSFILE or --database-url-file)"
+        case .unknownDatabase:
+            return "check the database name in the database URL"
+        default:
+            return nil
         }
+    }
+
+    /// Maps a SQLSTATE to a kind, by `classification`: the exact code, else its class.
+    public static func kind(forSQLState sqlState: String) -> Kind {
+        if let exact = classification.first(where: { $0.sqlState == sqlState }) { return exact.kind }
+        return classification.first { $0.sqlState.count == 2 && sqlState.hasPrefix($0.sqlState) }?.kind ?? .other
+    }
+
+    /// The kind of a failed connect, read from libpq's message, which carries the server's
+    /// refusal but no SQLSTATE: an unknown role or a wrong password, an unknown database;
+    /// anything else (unreachable, refused, TLS) stays `.connectFailed`. The server's messages
+    /// are matched in English, its default.
+    public static func kind(forConnectFailure message: String) -> Kind {
+        if message.contains("password authentication failed") || message.contains("no pg_hba.conf entry")
+            || (message.contains("role \"") && message.contains("does not exist"))
+            || message.contains("authentication failed")
+        {
+            return .authenticationFailed
+        }
+        if message.contains("database \"") && message.contains("does not exist") { return .unknownDatabase }
+        return .connectFailed
     }
 
     /// Whether the primary message may quote the offending input: data exceptions (class 22) do,
@@ -117,6 +192,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
             text += ": \(message)"
         }
         if let constraintName { text += " [constraint \(constraintName)]" }
+        if let remedy { text += "; \(remedy)" }
         return text
     }
 

@@ -100,12 +100,27 @@ public final class PartitionMaintenance: Service, Sendable {
         let session = try await PostgresSession.connect(
             configuration: PostgresConfiguration(url: databaseURL, applicationName: "once-retention"),
             logger: logger, threadName: "once-retention-db")
+        // Pruning detaches and drops partitions, which only the tables' owner may; a role with
+        // the run-time grants alone (`once grants`) leaves it to `once prune` run by the owner.
+        var owner: Bool?
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             var interval: Duration = .seconds(60)
             do {
-                interval = try await round(session)
+                if owner == nil {
+                    let owns = try await session.withConnection { db in try TimePartitions.ownsTables(on: db) }
+                    if !owns {
+                        logger.notice(
+                            "this role does not own the tables: partitions past the retention window are left for `once prune`, run as the owner")
+                    }
+                    owner = owns
+                }
+                interval = try await round(session, prune: owner ?? false)
+            } catch let failure as PostgresError where failure.remedy != nil {
+                logger.critical("partition maintenance cannot succeed, stopping: \(failure)", metadata: .failure(failure))
+                await session.close()
+                throw failure
             } catch {
-                logger.warning("partition maintenance failed: \(error)")
+                logger.warning("partition maintenance failed: \(error)", metadata: .failure(error))
             }
             let pause = interval
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) } } catch { break }
@@ -114,12 +129,12 @@ public final class PartitionMaintenance: Service, Sendable {
     }
 
     /// One round; returns the pause before the next.
-    private func round(_ session: PostgresSession) async throws -> Duration {
+    private func round(_ session: PostgresSession, prune: Bool) async throws -> Duration {
         let retention = self.retention
         let logger = self.logger
         return try await session.withConnection { db in
             try TimePartitions.ensure(on: db)
-            if let cutoff = retention.cutoff() {
+            if prune, let cutoff = retention.cutoff() {
                 do {
                     for dropped in try TimePartitions.prune(before: cutoff, on: db) {
                         logger.notice(

@@ -36,6 +36,14 @@ public enum TimePartitions {
         _ = try db.query("SELECT once_ensure_partitions(now())")
     }
 
+    /// Whether the session's role owns the partitioned tables (or is a member of their
+    /// owner's role), as pruning needs.
+    public static func ownsTables(on db: PostgresConnection) throws -> Bool {
+        try db.query(
+            "SELECT pg_has_role(current_user, relowner, 'MEMBER') FROM pg_class WHERE oid = 'processed_messages'::regclass"
+        )[0].decode(Bool.self, column: 0)
+    }
+
     /// One partition, as `once status` and `once prune` show it.
     public struct Partition: Sendable, Hashable {
         public var table: String

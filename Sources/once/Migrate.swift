@@ -50,3 +50,25 @@ func ensurePartitions(_ client: PostgresSession) async throws {
         throw CommandFailure(oneLine("cannot prepare the time partitions: \(error)"))
     }
 }
+
+/// Fails with one line when the schema is not migrated, or by an older once: before anything
+/// is read or written, instead of at the first statement that names a missing object. A role
+/// that may not read the migrations table is left to `checkPrivileges`, which names it.
+func checkSchema(_ session: PostgresSession) async throws {
+    let known = Set((Migration.pipeline + Domain.migrations).map(\.version))
+    let applied: Set<Int>
+    do {
+        applied = try await session.withConnection { db in
+            Set(try db.query("SELECT version FROM once_schema_migrations").map { try $0.decode(Int.self, column: 0) })
+        }
+    } catch let error as PostgresError where error.kind == .schemaMismatch {
+        throw CommandFailure("the database is not migrated (there is no once_schema_migrations): run `once migrate` as the schema's owner")
+    } catch let error as PostgresError where error.kind == .insufficientPrivilege {
+        return
+    }
+    let missing = known.subtracting(applied).sorted()
+    guard missing.isEmpty else {
+        throw CommandFailure(
+            "the schema lacks migration\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) of this once: run `once migrate` as the schema's owner")
+    }
+}

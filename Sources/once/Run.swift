@@ -84,6 +84,8 @@ struct Run: AsyncParsableCommand {
 
         // Fail fast, with one line, when a service is unreachable or a topic is missing.
         let control = try await connectDatabase(configuration.databaseURL, logger: logger)
+        try await checkSchema(control)
+        try await checkPrivileges(control)
         try await checkTopics(configuration, logger: logger)
         // The partitions this run writes to, before anything is written.
         try await ensurePartitions(control)

@@ -48,7 +48,7 @@ final class PQConnection {
             }
             let target = describeTarget(handle)
             PQfinish(handle)
-            throw PostgresError(kind: .connectFailed, message: "cannot connect to \(target): \(message)")
+            throw PostgresError(kind: PostgresError.kind(forConnectFailure: message), message: "cannot connect to \(target): \(message)")
         }
         return PQConnection(raw: handle, noticeSink: NoticeSink(logger: logger))
     }
