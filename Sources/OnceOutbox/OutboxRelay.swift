@@ -356,3 +356,8 @@ struct RelayStalled: Error, CustomStringConvertible {
     var rowID: Int64
     var description: String { "outbox row \(rowID) could not be published" }
 }
+
+extension OutboxRelay: CustomStringConvertible {
+    /// What the service group's logs name it by: no URL, no property (they may hold secrets).
+    public var description: String { "OutboxRelay" }
+}

@@ -262,3 +262,11 @@ struct RevokeListener: KafkaRebalanceListener {
         table.revoke(partitions, timeout: .seconds(30))
     }
 }
+
+extension ConsumerPipeline: CustomStringConvertible {
+    /// What the service group's logs name it by: the group and topics, never the database URL
+    /// or the Kafka properties (they may hold secrets).
+    public var description: String {
+        "ConsumerPipeline(group: \(configuration.consumerGroup), topics: \(configuration.topics.joined(separator: ",")))"
+    }
+}

@@ -150,3 +150,8 @@ public final class PartitionMaintenance: Service, Sendable {
         }
     }
 }
+
+extension PartitionMaintenance: CustomStringConvertible {
+    /// What the service group's logs name it by: never its database URL.
+    public var description: String { "PartitionMaintenance(retention: \(retention))" }
+}

@@ -233,3 +233,8 @@ final class DatabaseProbe: Sendable {
         await session?.close()
     }
 }
+
+extension OperationsServer: CustomStringConvertible {
+    /// What the service group's logs name it by: its address, never its database URL.
+    public var description: String { "OperationsServer(\(address))" }
+}

@@ -4,8 +4,11 @@ import Logging
 
 /// The flags every command that talks to the database or the broker shares.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "libpq URL of the database (env ONCE_DATABASE_URL).")
+    @Option(help: "libpq URL of the database (env ONCE_DATABASE_URL). Its password may instead come from PGPASSWORD or PGPASSFILE.")
     var databaseURL: String?
+
+    @Option(help: "A file holding the database URL, so that no password is on the command line (env ONCE_DATABASE_URL_FILE).")
+    var databaseURLFile: String?
 
     @Option(help: "Kafka bootstrap servers (env ONCE_KAFKA_BROKERS).")
     var brokers: String?
@@ -22,6 +25,9 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .customLong("kafka-property"), help: "A librdkafka property as name=value; repeatable.")
     var kafkaProperties: [String] = []
 
+    @Option(help: "A file of librdkafka name=value lines, for secrets such as sasl.password (env ONCE_KAFKA_PROPERTIES_FILE).")
+    var kafkaPropertiesFile: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical (env ONCE_LOG_LEVEL).")
     var logLevel: String?
 
@@ -32,6 +38,8 @@ struct ConnectionOptions: ParsableArguments {
         var flags = Settings.Flags()
         flags.retention = retention
         flags.databaseURL = databaseURL
+        flags.databaseURLFile = databaseURLFile
+        flags.kafkaPropertiesFile = kafkaPropertiesFile
         flags.brokers = brokers
         flags.consumerGroup = consumerGroup
         flags.topics = topics

@@ -11,6 +11,13 @@ import OnceSchema
 /// `ONCE_GROUP_ID`, `ONCE_TOPICS`, `ONCE_RETENTION`, `ONCE_CONFIG` (the file) and
 /// `ONCE_KAFKA_PROPERTIES` (`name=value,name=value`; a comma not followed by `name=` belongs to
 /// the value before it, so `debug=broker,topic,fetch=…` keeps librdkafka's own lists whole).
+///
+/// Secrets need not appear on a command line or in the environment: the database URL may come
+/// from a file (`--database-url-file`, `ONCE_DATABASE_URL_FILE`, `database_url_file`; the
+/// password also from libpq's own `PGPASSWORD` or `PGPASSFILE`/`~/.pgpass` when the URL has
+/// none), and librdkafka properties (`sasl.password`, `ssl.key.password`) from a file of
+/// `name=value` lines (`--kafka-properties-file`, `ONCE_KAFKA_PROPERTIES_FILE`,
+/// `kafka_properties_file`). Errors never quote a value.
 public struct Settings: Sendable, Hashable {
     public var databaseURL: String?
     public var brokers: String?
@@ -23,11 +30,13 @@ public struct Settings: Sendable, Hashable {
     /// Values given on the command line; nil where a flag was not given.
     public struct Flags: Sendable, Hashable {
         public var databaseURL: String?
+        public var databaseURLFile: String?
         public var brokers: String?
         public var consumerGroup: String?
         public var topics: String?
         public var configFile: String?
         public var kafkaProperties: [String] = []
+        public var kafkaPropertiesFile: String?
         public var retention: String?
         public init() {}
     }
@@ -50,10 +59,16 @@ public struct Settings: Sendable, Hashable {
                 guard let (key, value) = pair(line, separator: "=") else {
                     throw SettingsError("\(path):\(index + 1): expected `key = value`")
                 }
-                try settings.apply(key: key, value: value, origin: "\(path):\(index + 1)")
+                try settings.apply(key: key, value: value, origin: "\(path):\(index + 1)", readFile: readFile)
             }
         }
+        if let path = environment["ONCE_DATABASE_URL_FILE"] {
+            try settings.apply(key: "database_url_file", value: path, origin: "ONCE_DATABASE_URL_FILE", readFile: readFile)
+        }
         if let value = environment["ONCE_DATABASE_URL"] { settings.databaseURL = value }
+        if let path = environment["ONCE_KAFKA_PROPERTIES_FILE"] {
+            try settings.apply(key: "kafka_properties_file", value: path, origin: "ONCE_KAFKA_PROPERTIES_FILE", readFile: readFile)
+        }
         if let value = environment["ONCE_KAFKA_BROKERS"] { settings.brokers = value }
         if let value = environment["ONCE_GROUP_ID"] { try settings.apply(key: "group_id", value: value, origin: "ONCE_GROUP_ID") }
         if let value = environment["ONCE_TOPICS"] { try settings.apply(key: "topics", value: value, origin: "ONCE_TOPICS") }
@@ -61,28 +76,52 @@ public struct Settings: Sendable, Hashable {
         if let value = environment["ONCE_KAFKA_PROPERTIES"] {
             for item in Self.propertyList(value) {
                 guard let (name, propertyValue) = pair(item, separator: "=") else {
-                    throw SettingsError("ONCE_KAFKA_PROPERTIES: expected name=value, got `\(item)`")
+                    throw SettingsError("ONCE_KAFKA_PROPERTIES: an item is not name=value")
                 }
                 settings.kafkaProperties[name] = propertyValue
             }
         }
+        if let path = flags.databaseURLFile {
+            try settings.apply(key: "database_url_file", value: path, origin: "--database-url-file", readFile: readFile)
+        }
         if let value = flags.databaseURL { settings.databaseURL = value }
+        if let path = flags.kafkaPropertiesFile {
+            try settings.apply(key: "kafka_properties_file", value: path, origin: "--kafka-properties-file", readFile: readFile)
+        }
         if let value = flags.brokers { settings.brokers = value }
         if let value = flags.consumerGroup { try settings.apply(key: "group_id", value: value, origin: "--group") }
         if let value = flags.topics { try settings.apply(key: "topics", value: value, origin: "--topics") }
         if let value = flags.retention { try settings.apply(key: "retention", value: value, origin: "--retention") }
         for item in flags.kafkaProperties {
             guard let (name, value) = pair(item, separator: "=") else {
-                throw SettingsError("--kafka-property: expected name=value, got `\(item)`")
+                throw SettingsError("--kafka-property: expected name=value, got an item without `=`")
             }
             settings.kafkaProperties[name] = value
         }
         return settings
     }
 
-    private mutating func apply(key: String, value: String, origin: String) throws(SettingsError) {
+    private mutating func apply(
+        key: String, value: String, origin: String,
+        readFile: (String) throws -> String = { try String(contentsOfFile: $0, encoding: .utf8) }
+    ) throws(SettingsError) {
         switch key {
         case "database_url": databaseURL = value
+        case "database_url_file":
+            let url = try Self.secretFile(value, origin: origin, readFile: readFile)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !url.isEmpty else { throw SettingsError("\(origin): \(value) is empty") }
+            databaseURL = url
+        case "kafka_properties_file":
+            let text = try Self.secretFile(value, origin: origin, readFile: readFile)
+            for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let line = rawLine.trimmingCharacters(in: .whitespaces)
+                guard !line.isEmpty, !line.hasPrefix("#") else { continue }
+                guard let (name, propertyValue) = pair(line, separator: "=") else {
+                    throw SettingsError("\(value):\(index + 1): expected name=value")
+                }
+                kafkaProperties[name] = propertyValue
+            }
         case "brokers": brokers = value
         case "group_id":
             guard !value.isEmpty else { throw SettingsError("\(origin): the group id is empty") }
@@ -101,6 +140,28 @@ public struct Settings: Sendable, Hashable {
         default:
             throw SettingsError("\(origin): unknown setting `\(key)`")
         }
+    }
+
+    /// A file holding a secret; the error names the file and the OS's reason, never its content.
+    private static func secretFile(
+        _ path: String, origin: String, readFile: (String) throws -> String
+    ) throws(SettingsError) -> String {
+        do {
+            return try readFile(path)
+        } catch {
+            throw SettingsError("\(origin): cannot read \(path): \(Self.reason(error))")
+        }
+    }
+
+    /// The OS's reason for a failed read (`No such file or directory`), not Foundation's prose.
+    static func reason(_ error: any Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
+            let code = POSIXErrorCode(rawValue: Int32(underlying.code))
+        {
+            return String(cString: strerror(code.rawValue))
+        }
+        return error.localizedDescription
     }
 
     /// `name=value,name=value` cut at the commas that start a new `name=`; a first item
