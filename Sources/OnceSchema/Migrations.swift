@@ -179,23 +179,7 @@ extension Migration {
             name: "least privilege: partitions made with the owner's rights",
             statements: [
                 // Rows are counted only in once's own partitions.
-                """
-                CREATE OR REPLACE FUNCTION once_partition_rows(name text) RETURNS bigint
-                LANGUAGE plpgsql STABLE AS $fn$
-                DECLARE
-                    c pg_class;
-                    n bigint;
-                BEGIN
-                    IF NOT EXISTS (SELECT 1 FROM once_time_partitions WHERE partition = name) THEN RETURN 0; END IF;
-                    SELECT * INTO c FROM pg_class WHERE oid = to_regclass(quote_ident(name));
-                    IF NOT FOUND THEN RETURN 0; END IF;
-                    IF pg_relation_size(c.oid) < 16 * 1024 * 1024 THEN
-                        EXECUTE format('SELECT count(*) FROM %I', name) INTO n;
-                        RETURN n;
-                    END IF;
-                    RETURN c.reltuples::bigint;
-                END $fn$
-                """,
+                "CREATE OR REPLACE " + TimePartitions.partitionRowsFunction,
                 // A role with the run-time grants (`once grants`) makes the partitions ahead of
                 // need through this function, which runs as its owner, with a fixed search path;
                 // nobody else may call it, or count rows through the other one.

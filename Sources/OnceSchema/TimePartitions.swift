@@ -300,24 +300,7 @@ public enum TimePartitions {
             END LOOP;
         END $do$
         """,
-        // A partition's rows: counted when it is small (under 16 MB), the planner's estimate
-        // otherwise (-1 before the first ANALYZE).
-        """
-        CREATE FUNCTION once_partition_rows(name text) RETURNS bigint
-        LANGUAGE plpgsql STABLE AS $fn$
-        DECLARE
-            c pg_class;
-            n bigint;
-        BEGIN
-            SELECT * INTO c FROM pg_class WHERE oid = to_regclass(quote_ident(name));
-            IF NOT FOUND THEN RETURN 0; END IF;
-            IF pg_relation_size(c.oid) < 16 * 1024 * 1024 THEN
-                EXECUTE format('SELECT count(*) FROM %I', name) INTO n;
-                RETURN n;
-            END IF;
-            RETURN c.reltuples::bigint;
-        END $fn$
-        """,
+        "CREATE " + partitionRowsFunction,
         // One partition of one table, with the indexes that table's statements rely on.
         """
         CREATE FUNCTION once_create_partition(parent text, lower timestamptz, upper timestamptz) RETURNS void
@@ -422,6 +405,28 @@ public enum TimePartitions {
 }
 
 extension TimePartitions {
+    /// `once_partition_rows(name)`, after `CREATE ` or `CREATE OR REPLACE `: a partition's rows,
+    /// counted when it is small (under 16 MB), the planner's estimate otherwise (-1 before the
+    /// first ANALYZE); 0 for anything that is not one of once's partitions (since migration 5
+    /// it runs with its owner's rights).
+    static let partitionRowsFunction = """
+        FUNCTION once_partition_rows(name text) RETURNS bigint
+        LANGUAGE plpgsql STABLE AS $fn$
+        DECLARE
+            c pg_class;
+            n bigint;
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM once_time_partitions WHERE partition = name) THEN RETURN 0; END IF;
+            SELECT * INTO c FROM pg_class WHERE oid = to_regclass(quote_ident(name));
+            IF NOT FOUND THEN RETURN 0; END IF;
+            IF pg_relation_size(c.oid) < 16 * 1024 * 1024 THEN
+                EXECUTE format('SELECT count(*) FROM %I', name) INTO n;
+                RETURN n;
+            END IF;
+            RETURN c.reltuples::bigint;
+        END $fn$
+        """
+
     /// The statements that make `table` the legacy partition (bucket `-infinity`) of a new
     /// partitioned table of the same name, which `create` makes: renamed with its `indexes`,
     /// given the bucket column (a constant default: no rewrite; the check's one scan lets the
