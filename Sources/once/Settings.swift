@@ -184,10 +184,18 @@ public struct Settings: Sendable, Hashable {
         return !name.isEmpty && name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-" }
     }
 
-    /// The database URL, or an error telling how to give one.
+    /// The database URL, or an error telling how to give one. libpq takes a `postgresql://` (or
+    /// `postgres://`) URL or `key=value` pairs, and would read anything else as a database
+    /// name; such a value is refused here (without quoting it: it may hold a password).
     public func requireDatabaseURL() throws(SettingsError) -> String {
         guard let databaseURL, !databaseURL.isEmpty else {
             throw SettingsError("no database: pass --database-url or set ONCE_DATABASE_URL")
+        }
+        let isURL = databaseURL.hasPrefix("postgresql://") || databaseURL.hasPrefix("postgres://")
+        let isPairs = databaseURL.split(separator: " ").allSatisfy { $0.contains("=") && !$0.hasPrefix("=") }
+        guard isURL || isPairs else {
+            throw SettingsError(
+                "the database URL is neither a postgresql:// URL nor key=value pairs (e.g. postgresql://user@host:5432/db or host=… dbname=…)")
         }
         return databaseURL
     }

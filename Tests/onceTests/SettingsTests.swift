@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import once
@@ -32,6 +33,48 @@ import Testing
         #expect(settings.topics == ["completion-events", "batch-action-events", "job-events"])
         #expect(throws: SettingsError.self) { try settings.requireDatabaseURL() }
         #expect(throws: SettingsError.self) { try settings.requireBrokers() }
+    }
+
+    @Test func aDatabaseURLThatIsNeitherAURLNorPairsIsRefusedWithoutQuotingIt() throws {
+        for bad in ["not a url", "localhost/db", "s3cret"] {
+            var flags = Settings.Flags()
+            flags.databaseURL = bad
+            let settings = try Settings.resolve(flags: flags, environment: [:])
+            let error = #expect(throws: SettingsError.self) { try settings.requireDatabaseURL() }
+            #expect(error?.description.contains("postgresql://") == true)
+            #expect(error?.description.contains(bad) == false, "the value is not quoted")
+        }
+        for good in ["postgresql://u@h/db", "postgres://h/db", "host=h dbname=db user=u"] {
+            var flags = Settings.Flags()
+            flags.databaseURL = good
+            #expect(try Settings.resolve(flags: flags, environment: [:]).requireDatabaseURL() == good)
+        }
+    }
+
+    @Test func secretsComeFromFilesAndTheirErrorsNameTheFileNotTheContent() throws {
+        var flags = Settings.Flags()
+        flags.databaseURLFile = "/run/secrets/url"
+        flags.kafkaPropertiesFile = "/run/secrets/kafka"
+        let files = [
+            "/run/secrets/url": "postgresql://app:hunter2@db/once\n",
+            "/run/secrets/kafka": "# SASL\nsasl.username=app\nsasl.password=hunter3\n",
+        ]
+        let settings = try Settings.resolve(flags: flags, environment: [:], readFile: { path in
+            guard let text = files[path] else { throw CocoaError(.fileNoSuchFile) }
+            return text
+        })
+        #expect(settings.databaseURL == "postgresql://app:hunter2@db/once")
+        #expect(settings.kafkaProperties == ["sasl.username": "app", "sasl.password": "hunter3"])
+
+        flags.kafkaPropertiesFile = "/run/secrets/bad"
+        let error = #expect(throws: SettingsError.self) {
+            try Settings.resolve(flags: flags, environment: [:], readFile: { path in
+                if path == "/run/secrets/bad" { return "sasl.password hunter4\n" }
+                return files[path] ?? ""
+            })
+        }
+        #expect(error?.description.contains("/run/secrets/bad:1") == true, "\(String(describing: error))")
+        #expect(error?.description.contains("hunter4") == false)
     }
 
     @Test func mistakesNameWhereTheyAre() {
