@@ -40,7 +40,9 @@ public struct DeviceImportError: Error, Sendable, Hashable, CustomStringConverti
         self.message = message
     }
 
+    /// `line N: …`; a failure of the file as a whole (line 0) is the message alone.
     public var description: String {
+        if line == 0 { return message }
         if let field { return "line \(line): \(field) \(message)" }
         return "line \(line): \(message)"
     }
@@ -178,8 +180,11 @@ public struct DeviceImporter: Sendable {
 
     /// Checks and upserts the registry file at `path`.
     public func importFile(atPath path: String, on connection: PostgresConnection) throws -> DeviceImportReport {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw DeviceImportError(line: 0, message: "cannot read \(path)")
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw DeviceImportError(line: 0, message: "cannot read \(path): \(FileReadFailure.reason(readingAt: path, error))")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw DeviceImportError(line: 0, message: "\(path) is not UTF-8 text")
@@ -338,5 +343,16 @@ enum CSVReader {
         }
         if !field.isEmpty || !fields.isEmpty || quotedField { endRecord() }
         return records
+    }
+}
+
+/// Why a file could not be read, in the OS's words (`No such file or directory`), for the one
+/// line a command prints about it: the error of opening it again, else `error`'s own words.
+public enum FileReadFailure {
+    public static func reason(readingAt path: String, _ error: any Error) -> String {
+        let descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { return String(cString: strerror(errno)) }
+        close(descriptor)
+        return error.localizedDescription
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OnceDomain
 import OnceJSON
 import OnceKafka
 
@@ -40,8 +41,11 @@ struct Produce: AsyncParsableCommand {
         let brokers = try settings.requireBrokers()
         var records: [KafkaOutgoingRecord] = []
         for file in files {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw CommandFailure("cannot read \(file)")
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw CommandFailure("cannot read \(file): \(FileReadFailure.reason(readingAt: file, error))")
             }
             for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
                 records.append(route(Array(line.utf8)))

@@ -1,4 +1,5 @@
 import Foundation
+import OnceDomain
 import OncePipeline
 import OnceSchema
 
@@ -149,19 +150,8 @@ public struct Settings: Sendable, Hashable {
         do {
             return try readFile(path)
         } catch {
-            throw SettingsError("\(origin): cannot read \(path): \(Self.reason(error))")
+            throw SettingsError("\(origin): cannot read \(path): \(FileReadFailure.reason(readingAt: path, error))")
         }
-    }
-
-    /// The OS's reason for a failed read (`No such file or directory`), not Foundation's prose.
-    static func reason(_ error: any Error) -> String {
-        let ns = error as NSError
-        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
-            let code = POSIXErrorCode(rawValue: Int32(underlying.code))
-        {
-            return String(cString: strerror(code.rawValue))
-        }
-        return error.localizedDescription
     }
 
     /// `name=value,name=value` cut at the commas that start a new `name=`; a first item

@@ -56,3 +56,16 @@ struct CommandLineTests {
         #expect(ContinuousClock.now - start < .seconds(60))
     }
 }
+
+/// A file that cannot be read is named with the OS's reason, in one line.
+@Suite struct UnreadableFileTests {
+    @Test func aMissingFileGivesTheOSsReason() async throws {
+        let missing = "/nonexistent/devices-\(TestServices.unique("f")).csv"
+        let imported = try await OnceProcess.run(
+            ["devices", "import", missing, "--database-url", try TestServices.databaseURL()], timeout: .seconds(30))
+        expectFailure(imported, mentioning: "cannot read \(missing): No such file or directory")
+        let produced = try await OnceProcess.run(
+            ["produce", missing, "--brokers", try TestServices.brokers()], timeout: .seconds(30))
+        expectFailure(produced, mentioning: "cannot read \(missing): No such file or directory")
+    }
+}
