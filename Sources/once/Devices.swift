@@ -10,7 +10,7 @@ struct Devices: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Load devices from a CSV file (tenant_id,device_uid,state,service_type_id,workflow_id,deleted_at); idempotent.")
 
-        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var connection: DatabaseOptions
 
         @Argument(help: "The CSV file, with a header line.")
         var file: String

@@ -18,7 +18,7 @@ struct Grants: AsyncParsableCommand {
             through once_ensure_partitions, which runs with the owner's rights.
             """)
 
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var connection: DatabaseOptions
 
     @Option(help: "The role to grant to.")
     var role: String

@@ -8,7 +8,7 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create or upgrade the schema; safe to run twice and from two processes at once.")
 
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var connection: DatabaseOptions
 
     func run() async throws {
         let settings = try connection.settings()

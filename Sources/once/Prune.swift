@@ -23,7 +23,7 @@ struct Prune: AsyncParsableCommand {
             Exit status: 0 done (or nothing to do); 1 an error; 2 another prune is running.
             """)
 
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var connection: DatabaseOptions
 
     @Option(help: "Drop what is older than this instead of the retention window: 7d, 36h, P7D.")
     var olderThan: String?

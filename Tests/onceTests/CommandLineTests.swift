@@ -30,7 +30,7 @@ struct CommandLineTests {
         let badFlag = try await OnceProcess.run(["run", "--connections", "0", "--database-url", "x", "--brokers", "y"])
         #expect(badFlag.status != 0)
         #expect(badFlag.output.contains("--connections"))
-        let badProperty = try await OnceProcess.run(["migrate", "--kafka-property", "novalue"])
+        let badProperty = try await OnceProcess.run(["run", "--kafka-property", "novalue", "--database-url", "x", "--brokers", "y"])
         #expect(badProperty.status != 0)
         #expect(badProperty.output.contains("name=value"))
         let unknown = try await OnceProcess.run(["frobnicate"])
@@ -54,6 +54,26 @@ struct CommandLineTests {
         #expect(topic.status != 0)
         #expect(topic.output.contains("does not exist"))
         #expect(ContinuousClock.now - start < .seconds(60))
+    }
+}
+
+/// Each command's help lists the flags it uses: the broker's only where a broker is talked to.
+@Suite struct HelpTests {
+    @Test(arguments: [["migrate"], ["devices", "import"], ["grants"], ["prune"]])
+    func databaseOnlyCommandsListNoBrokerFlags(_ command: [String]) async throws {
+        let help = try await OnceProcess.run(command + ["--help"], timeout: .seconds(30))
+        #expect(help.status == 0)
+        #expect(help.output.contains("--database-url"), "\(help.output)")
+        for flag in ["--brokers", "--kafka-property", "--topics"] {
+            #expect(!help.output.contains(flag), "once \(command.joined(separator: " ")) --help lists \(flag)")
+        }
+    }
+
+    @Test func runListsThem() async throws {
+        let help = try await OnceProcess.run(["run", "--help"], timeout: .seconds(30))
+        for flag in ["--database-url", "--brokers", "--kafka-property", "--kafka-properties-file", "--database-url-file"] {
+            #expect(help.output.contains(flag), "\(flag)")
+        }
     }
 }
 

@@ -28,7 +28,7 @@ struct LeastPrivilegeTests {
         static func make(_ fixture: OperatorFixture, readOnly: Bool = false) async throws -> Role {
             let role = Role(fixture: fixture)
             try fixture.database.executeOnServer("CREATE ROLE \(role.name) LOGIN")
-            let grants = try await fixture.once(["grants", "--role", role.name] + (readOnly ? ["--read-only"] : []))
+            let grants = try await fixture.onceOnDatabase(["grants", "--role", role.name] + (readOnly ? ["--read-only"] : []))
             try #require(grants.status == 0, "\(grants.output)")
             let statements = grants.output.split(separator: "\n").filter { $0.hasPrefix("GRANT ") }
             try #require(statements.count > 10, "\(grants.output)")

@@ -37,6 +37,11 @@ struct OperatorFixture: Sendable {
         ["--database-url", database.url, "--brokers", brokers, "--group", group, "--topics", topic]
     }
 
+    /// `once ARGUMENTS` of a command that takes the database alone (prune, grants, migrate).
+    func onceOnDatabase(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+        try await OnceProcess.run(arguments + ["--database-url", database.url], timeout: timeout)
+    }
+
     /// `once ARGUMENTS` against this fixture, to its end.
     func once(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
         try await OnceProcess.run(arguments + connection, timeout: timeout)

@@ -48,12 +48,12 @@ struct PruneCommandTests {
                 [.text(claimed)], as: Bool.self)
         }
         // The relay published everything (processAll waits for it), so outbox partitions may go too.
-        let plan = try json(try await fixture.once(["prune", "--older-than", "0s", "--dry-run", "--format", "json"]).output)
+        let plan = try json(try await fixture.onceOnDatabase(["prune", "--older-than", "0s", "--dry-run", "--format", "json"]).output)
         let planned = plan["partitions"]?.arrayValue?.compactMap { $0["partition"]?.stringValue } ?? []
         #expect(planned.contains(claimed))
         #expect(try fixture.database.scalar("SELECT count(*) FROM processed_messages", as: Int64.self) == 5, "a dry run drops nothing")
 
-        let pruned = try await fixture.once(["prune", "--older-than", "0s"])
+        let pruned = try await fixture.onceOnDatabase(["prune", "--older-than", "0s"])
         #expect(pruned.status == 0, "\(pruned.output)")
         #expect(pruned.output.contains("dropped") && pruned.output.contains(claimed), "\(pruned.output)")
         #expect(try fixture.database.scalar("SELECT count(*) FROM processed_messages", as: Int64.self) == 0)
