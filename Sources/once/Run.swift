@@ -152,7 +152,9 @@ struct Run: AsyncParsableCommand {
     }
 
     private func checkTopics(_ configuration: PipelineConfiguration, logger: Logger) async throws {
-        let admin = try await KafkaAdmin(bootstrapServers: configuration.brokers, properties: configuration.kafkaProperties, logger: logger)
+        // librdkafka's lines about a failed connection are kept for the one line below.
+        let log = BrokerCheckLog(forward: logger)
+        let admin = try await KafkaAdmin(bootstrapServers: configuration.brokers, properties: configuration.kafkaProperties, logger: log.logger)
         // The input topics, and those the relay publishes to: a missing one would stall the outbox.
         let outputs = DomainTopics()
         let needed = configuration.topics + [configuration.deadLetterTopic, outputs.creditLedger, outputs.deviceDispatch, outputs.jobsCreated]
@@ -164,7 +166,7 @@ struct Run: AsyncParsableCommand {
                 throw CommandFailure("topic \(topic) does not exist on \(configuration.brokers)")
             } catch {
                 await admin.close()
-                throw CommandFailure("cannot reach the broker at \(configuration.brokers): \(error)")
+                throw CommandFailure(oneLine("cannot reach the broker at \(configuration.brokers): \(log.reason ?? "\(error)")"))
             }
         }
         await admin.close()

@@ -19,6 +19,41 @@ public enum TestServices {
     public static func unique(_ prefix: String) -> String {
         "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
     }
+
+    /// The TLS instances that `deploy/local/services up --tls` starts (and `deploy/local/test`
+    /// asks for).
+    public static func tls() throws -> TLSServices {
+        let environment = ProcessInfo.processInfo.environment
+        func setting(_ name: String) throws -> String {
+            try #require(environment[name], "\(name) is not set: run the tests through deploy/local/test (or deploy/local/services up --tls)")
+        }
+        return TLSServices(
+            databaseURL: try setting("ONCE_TLS_DATABASE_URL"), brokers: try setting("ONCE_TLS_KAFKA_BROKERS"),
+            caFile: try setting("ONCE_TLS_CA"), clientCertificate: try setting("ONCE_TLS_CLIENT_CERT"),
+            clientKey: try setting("ONCE_TLS_CLIENT_KEY"), otherCAFile: try setting("ONCE_TLS_OTHER_CA"))
+    }
+}
+
+/// A database server that takes TLS connections only, with a client certificate, and a broker
+/// reached through TLS that asks for one too; both certificates come from `caFile`'s CA, and
+/// `otherCAFile` is a CA that neither comes from.
+public struct TLSServices: Sendable {
+    /// A libpq URL of the server's `once` database: `sslmode=verify-full`, the CA, the client
+    /// certificate and key.
+    public var databaseURL: String
+    public var brokers: String
+    public var caFile: String
+    public var clientCertificate: String
+    public var clientKey: String
+    public var otherCAFile: String
+
+    /// The librdkafka properties of a client of the TLS broker that trusts `caFile` (or `ca`).
+    public func kafkaProperties(ca: String? = nil) -> [String: String] {
+        [
+            "security.protocol": "ssl", "ssl.ca.location": ca ?? caFile,
+            "ssl.certificate.location": clientCertificate, "ssl.key.location": clientKey,
+        ]
+    }
 }
 
 /// A database of its own for one test, migrated, dropped by `drop()`.
@@ -27,8 +62,9 @@ public struct TestDatabase: Sendable {
     public let url: String
     private let serverURL: String
 
-    public static func create(migrations: [Migration]) async throws -> TestDatabase {
-        let serverURL = try TestServices.databaseURL()
+    /// On `serverURL`'s server (default: `ONCE_DATABASE_URL`'s), reached with its parameters.
+    public static func create(migrations: [Migration], serverURL: String? = nil) async throws -> TestDatabase {
+        let serverURL = try serverURL ?? TestServices.databaseURL()
         let name = "once_test_\(UUID().uuidString.prefix(8).lowercased())"
         let admin = try PostgresConnection(url: serverURL)
         try admin.execute("CREATE DATABASE \(name)")

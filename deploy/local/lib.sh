@@ -20,6 +20,14 @@ PG_BIN=/usr/lib/postgresql/15/bin
 KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 KAFKA_URL="tcp://127.0.0.1:$KAFKA_PORT"
 
+# The TLS instances (`services up --tls`): a PostgreSQL cluster that takes TLS connections only,
+# and a Tansu broker whose clients connect through a TLS endpoint (stunnel) on KAFKA_TLS_PORT;
+# the broker itself listens on KAFKA_TLS_INNER_PORT, on loopback, and advertises the TLS port.
+PG_TLS_PORT="${ONCE_LOCAL_PG_TLS_PORT:-$((PG_PORT + 20))}"
+KAFKA_TLS_PORT="${ONCE_LOCAL_KAFKA_TLS_PORT:-$((KAFKA_PORT + 20))}"
+KAFKA_TLS_INNER_PORT="${ONCE_LOCAL_KAFKA_TLS_INNER_PORT:-$((KAFKA_TLS_PORT + 1))}"
+TLS_DIR="$LOCAL/tls"            # the local CA, the server and client certificates, stunnel's files
+
 VENV="$LOCAL/venv"
 TANSU="$LOCAL/bin/tansu"
 TANSU_LOG="$LOCAL/tansu.log"
