@@ -133,8 +133,16 @@ struct TransportSecurityTests {
         #expect(result.output.contains("does not match host name"), "\(result.output)")
     }
 
+    /// The TLS server's own database, migrated, so that `once run` gets as far as the broker.
+    private static func migratedDatabase(_ tls: TLSServices) async throws -> String {
+        let migrated = try await OnceProcess.run(["migrate", "--database-url", tls.databaseURL], timeout: .seconds(60))
+        try #require(migrated.status == 0, "\(migrated.output)")
+        return tls.databaseURL
+    }
+
     @Test func aBrokerFromAnotherCAIsRefused() async throws {
         let tls = try TestServices.tls()
+        _ = try await Self.migratedDatabase(tls)
         let result = try await Self.timedRun(
             ["run", "--database-url", tls.databaseURL] + Self.brokerFlags(tls, ca: tls.otherCAFile))
         Self.expectRefused(result, naming: "broker")
@@ -142,6 +150,7 @@ struct TransportSecurityTests {
 
     @Test func thePlaintextProtocolToTheTLSBrokerIsRefused() async throws {
         let tls = try TestServices.tls()
+        _ = try await Self.migratedDatabase(tls)
         let result = try await Self.timedRun(["run", "--database-url", tls.databaseURL, "--brokers", tls.brokers])
         Self.expectRefused(result, naming: "broker")
     }
