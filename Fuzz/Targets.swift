@@ -16,7 +16,7 @@ package.targets += [
     // EnvelopeDecoder.decode with the domain's types and versions, then the type's handler's
     // decode, as BatchDecoder runs them.
     .executableTarget(
-        name: "FuzzEnvelope", dependencies: ["CLibFuzzer", "OnceDomain", "OnceEnvelope", "OncePipeline"],
+        name: "FuzzEnvelope", dependencies: ["CLibFuzzer", "OnceDomain", "OnceEnvelope", "OnceJSON", "OncePipeline"],
         path: "Fuzz/Sources/FuzzEnvelope"),
     // DeviceImporter.parse, the devices registry's CSV.
     .executableTarget(

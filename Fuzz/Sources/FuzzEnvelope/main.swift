@@ -2,6 +2,7 @@ import CLibFuzzer
 import Glibc
 import OnceDomain
 import OnceEnvelope
+import OnceJSON
 import OncePipeline
 
 /// The types and versions `once run` accepts: the domain's handlers, registered as the
@@ -25,6 +26,7 @@ func fuzzEnvelope(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     do throws(EnvelopeError) {
         let envelope = try EnvelopeDecoder.decode(value, supportedVersions: domainVersions)
         check(envelope)
+        checkRoundTrip(envelope)
         try decodeData(envelope)
     } catch {
         check(error)
@@ -56,6 +58,20 @@ private func check(_ envelope: Envelope) {
     }
     guard Timestamp.microsecondsSinceEpoch(envelope.occurredAt) != nil else {
         fatalError("accepted occurred_at \(envelope.occurredAt.debugDescription)")
+    }
+}
+
+/// An accepted envelope written out as JSON (`jsonValue`, as outbound events are) decodes to
+/// itself.
+private func checkRoundTrip(_ envelope: Envelope) {
+    let text = JSONWriter.serialize(envelope.jsonValue)
+    do throws(EnvelopeError) {
+        let again = try EnvelopeDecoder.decode(text, supportedVersions: domainVersions)
+        guard again == envelope else {
+            fatalError("\(envelope) written out decodes to \(again)")
+        }
+    } catch {
+        fatalError("\(envelope) written out is rejected: \(error)")
     }
 }
 
