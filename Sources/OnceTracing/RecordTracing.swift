@@ -71,9 +71,7 @@ public struct RecordTracing: Sendable {
     /// delivery: the stored headers unchanged when no span is recorded or the row carries no
     /// trace; otherwise with the trace headers replaced by the publish span's.
     public func publishing(_ headers: [KafkaHeader], topic: String) -> (headers: [KafkaHeader], span: (any Span)?) {
-        guard let tracer,
-            let stored = headers.last(where: { $0.name == TraceParent.headerName })?.value,
-            TraceParent(String(decoding: stored, as: UTF8.self)) != nil
+        guard let tracer, headers.text(TraceParent.headerName).flatMap(TraceParent.init) != nil
         else { return (headers, nil) }
         var context = InstrumentationContext.topLevel
         tracer.extract(headers, into: &context, using: KafkaHeaderExtractor())
@@ -105,17 +103,21 @@ public struct RecordTrace: Sendable {
     }
 }
 
-extension KafkaRecord {
-    /// The last value of header `name` as UTF-8 text.
-    fileprivate func headerText(_ name: String) -> String? {
-        headers.last(where: { $0.name == name })?.value.map { String(decoding: $0, as: UTF8.self) }
+extension Array where Element == KafkaHeader {
+    /// The last value of header `name` as UTF-8 text (a repeated name: the last one wins).
+    fileprivate func text(_ name: String) -> String? {
+        last(where: { $0.name == name })?.value.map { String(decoding: $0, as: UTF8.self) }
     }
 }
 
-/// Reads trace headers from a record's headers (the last of a repeated name wins).
+extension KafkaRecord {
+    fileprivate func headerText(_ name: String) -> String? { headers.text(name) }
+}
+
+/// Reads trace headers from a record's headers (W3C names are lowercase).
 struct KafkaHeaderExtractor: Extractor {
     func extract(key: String, from carrier: [KafkaHeader]) -> String? {
-        carrier.last(where: { $0.name.lowercased() == key.lowercased() })?.value.map { String(decoding: $0, as: UTF8.self) }
+        carrier.text(key.lowercased())
     }
 }
 

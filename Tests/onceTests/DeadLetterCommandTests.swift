@@ -36,12 +36,9 @@ struct DeadLetterCommandTests {
 
     @Test func onAnUnmigratedDatabaseListSaysToMigrateInOneLine() async throws {
         let fixture = try await OperatorFixture.make()
-        let empty = TestServices.unique("once_empty").replacingOccurrences(of: "-", with: "_")
-        try fixture.database.executeOnServer("CREATE DATABASE \(empty)")
-        defer { try? fixture.database.executeOnServer("DROP DATABASE IF EXISTS \(empty) WITH (FORCE)") }
-        var components = try #require(URLComponents(string: fixture.database.url))
-        components.path = "/\(empty)"
-        let result = try await OnceProcess.run(["dlq", "list", "--database-url", try #require(components.string)])
+        let empty = try fixture.emptyDatabase()
+        defer { empty.drop() }
+        let result = try await OnceProcess.run(["dlq", "list", "--database-url", empty.url])
         expectFailure(result, mentioning: "run `once migrate`")
         await fixture.tearDown()
     }

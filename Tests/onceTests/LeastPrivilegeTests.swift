@@ -144,14 +144,11 @@ struct LeastPrivilegeTests {
 
     @Test func anUnmigratedDatabaseStopsOnceRunWithinSecondsWithOneLine() async throws {
         let fixture = try await OperatorFixture.make(partitions: 1)
-        let empty = TestServices.unique("once_empty").replacingOccurrences(of: "-", with: "_")
-        try fixture.database.executeOnServer("CREATE DATABASE \(empty)")
-        defer { try? fixture.database.executeOnServer("DROP DATABASE IF EXISTS \(empty) WITH (FORCE)") }
-        var components = try #require(URLComponents(string: fixture.database.url))
-        components.path = "/\(empty)"
+        let empty = try fixture.emptyDatabase()
+        defer { empty.drop() }
         let started = ContinuousClock.now
         let result = try await OnceProcess.run(
-            ["run", "--database-url", try #require(components.string), "--brokers", fixture.brokers, "--group", fixture.group,
+            ["run", "--database-url", empty.url, "--brokers", fixture.brokers, "--group", fixture.group,
              "--topics", fixture.topic, "--until-idle", "4"],
             timeout: .seconds(60))
         #expect(ContinuousClock.now - started < .seconds(10), "exited after \(ContinuousClock.now - started)")

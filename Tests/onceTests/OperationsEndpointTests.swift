@@ -13,17 +13,6 @@ import FoundationNetworking
 /// database while liveness does not.
 @Suite(.timeLimit(.minutes(4)), .serialized)
 struct OperationsEndpointTests {
-    /// The port `once run` logged for its endpoint (it was given port 0).
-    func port(of member: OnceProcess) async throws -> Int {
-        var found: Int?
-        try await eventually("the HTTP endpoint's address in the log", timeout: .seconds(60)) {
-            let line = member.output.split(separator: "\n").first { $0.contains("/readyz on ") }
-            found = line.flatMap { $0.split(separator: ":").last }.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            return found != nil
-        }
-        return try #require(found)
-    }
-
     func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
         let url = try #require(URL(string: "http://127.0.0.1:\(port)\(path)"))
         let (data, response) = try await URLSession.shared.data(from: url)
@@ -67,7 +56,7 @@ struct OperationsEndpointTests {
         values.append(Array(#"{"event_id":"x1","type":"nope","version":1}"#.utf8))
         _ = try await fixture.produce(values)
         let member = try fixture.startMember()
-        let port = try await port(of: member)
+        let port = try await httpPort(of: member)
         try await eventually("every record processed") {
             try fixture.count("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets") == Int64(values.count)
         }
@@ -101,7 +90,7 @@ struct OperationsEndpointTests {
         let fixture = try await OperatorFixture.make(partitions: 1)
         _ = try await fixture.produce([fixture.grant("r1")])
         let member = try fixture.startMember()
-        let port = try await port(of: member)
+        let port = try await httpPort(of: member)
         try await eventually("ready") { try await get(port, "/readyz").status == 200 }
         #expect(try await get(port, "/readyz").body.contains("owns 1 partition"))
 
@@ -134,7 +123,7 @@ extension OperationsEndpointTests {
         let fixture = try await OperatorFixture.make(partitions: 1)
         _ = try await fixture.produce([fixture.grant("l0")])
         let member = try OnceProcess(fixture.runArguments(Self.fastStatistics))
-        let port = try await port(of: member)
+        let port = try await httpPort(of: member)
         let series = "once_consumer_lag_records{topic=\"\(fixture.topic)\",partition=\"0\"}"
         func lag() async throws -> Double? {
             let text = try await get(port, "/metrics").body
@@ -176,7 +165,7 @@ extension OperationsEndpointTests {
         _ = try holder.query("SELECT pg_advisory_lock($1)", [.int64(OutboxRelay.advisoryLockKey)])
         _ = try await fixture.produce((0..<4).map { fixture.grant("b\($0)") })
         let member = try fixture.startMember()
-        let port = try await port(of: member)
+        let port = try await httpPort(of: member)
         try await eventually("four outbox rows written", timeout: .seconds(60)) {
             try fixture.count("SELECT count(*) FROM outbox WHERE tenant_id = $1", [.text(fixture.tenant)]) == 4
         }
@@ -200,12 +189,12 @@ extension OperationsEndpointTests {
     @Test func duringARebalanceReadinessReportsTheMembersState() async throws {
         let fixture = try await OperatorFixture.make(partitions: 2)
         let first = try fixture.startMember()
-        let firstPort = try await port(of: first)
+        let firstPort = try await httpPort(of: first)
         try await eventually("the first member owns both partitions", timeout: .seconds(60)) {
             try await get(firstPort, "/readyz").body.contains("owns 2 partitions")
         }
         let second = try fixture.startMember()
-        let secondPort = try await port(of: second)
+        let secondPort = try await httpPort(of: second)
         // Joining: not ready, and the line says it is waiting for its place in the group.
         let joining = try await get(secondPort, "/readyz")
         #expect(joining.status == 503, "\(joining.body)")

@@ -127,6 +127,28 @@ struct OperatorFixture: Sendable {
     }
 }
 
+extension OperatorFixture {
+    /// A database with no schema on the fixture's server, and how to drop it.
+    func emptyDatabase() throws -> (url: String, drop: @Sendable () -> Void) {
+        let name = TestServices.unique("once_empty").replacingOccurrences(of: "-", with: "_")
+        try database.executeOnServer("CREATE DATABASE \(name)")
+        let database = self.database
+        var components = try #require(URLComponents(string: database.url))
+        components.path = "/\(name)"
+        return (try #require(components.string), { try? database.executeOnServer("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") })
+    }
+}
+
+/// The port a member logged for its HTTP endpoint (tests give it port 0), in either log format.
+func httpPort(of member: OnceProcess) async throws -> Int {
+    var found: Int?
+    try await eventually("the HTTP endpoint's address in the log", timeout: .seconds(60)) {
+        found = member.output.firstMatch(of: /readyz on 127\.0\.0\.1:([0-9]+)/).flatMap { Int($0.1) }
+        return found != nil
+    }
+    return try #require(found)
+}
+
 /// The JSON object a command printed on a line of its own (log lines, if any, are others).
 func operatorJSON(in output: String) throws -> JSONValue {
     let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") }, "no JSON in:\n\(output)")

@@ -47,12 +47,8 @@ struct SecretsTests {
             try cmdline.close()
             seen["arguments (\(format))"] = arguments
             #expect(arguments.contains(urlFile.path), "the arguments are read: \(arguments)")
-            var port: Int?
-            try await eventually("the endpoint's address in the log", timeout: .seconds(30)) {
-                port = member.output.firstMatch(of: /readyz on 127\.0\.0\.1:([0-9]+)/).flatMap { Int($0.1) }
-                return port != nil
-            }
-            let address = try #require(port.map { "http://127.0.0.1:\($0)/metrics" }.flatMap(URL.init(string:)))
+            let port = try await httpPort(of: member)
+            let address = try #require(URL(string: "http://127.0.0.1:\(port)/metrics"))
             let (data, _) = try await URLSession.shared.data(from: address)
             seen["metrics (\(format))"] = String(decoding: data, as: UTF8.self)
             member.signal(SIGTERM)
