@@ -28,16 +28,21 @@ public struct DeadLetterRetry: Sendable {
         processor = RecordProcessor(consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
     }
 
-    /// The group's unresolved dead letters, oldest first.
-    public func unresolved(on db: PostgresConnection) throws -> [Int64] {
+    /// The group's unresolved dead letters (of one reason code, when given), oldest first.
+    public func unresolved(reason: String? = nil, on db: PostgresConnection) throws -> [Int64] {
         try db.query(
-            "SELECT id FROM dead_letters WHERE consumer_group = $1 AND resolved_at IS NULL ORDER BY id",
-            [.text(consumerGroup)]
+            """
+            SELECT id FROM dead_letters
+            WHERE consumer_group = $1 AND resolved_at IS NULL AND ($2::text IS NULL OR reason_code = $2)
+            ORDER BY id
+            """,
+            [.text(consumerGroup), PostgresValue(reason)]
         ).map { try $0.decode(Int64.self, column: 0) }
     }
 
-    /// Retries dead letter `id` in one transaction and says what became of it.
-    public func retry(id: Int64, on db: PostgresConnection) throws -> DeadLetterRetryResult {
+    /// Retries dead letter `id` in one transaction and says what became of it; `operatorName`
+    /// is recorded as who resolved it when it goes through.
+    public func retry(id: Int64, by operatorName: String, on db: PostgresConnection) throws -> DeadLetterRetryResult {
         guard
             let row = try db.query(
                 """
@@ -71,7 +76,7 @@ public struct DeadLetterRetry: Sendable {
                 batch: PartitionBatch(partition: record.topicPartition, records: [record]),
                 records: [processor.decoder.decode(record)])
             summary = try processor.commit(
-                [part], mode: .deadLetterRetry(RetriedDeadLetter(id: id, consumerGroup: consumerGroup, eventID: claimed)), on: db)
+                [part], mode: .deadLetterRetry(RetriedDeadLetter(id: id, consumerGroup: consumerGroup, eventID: claimed, operatorName: operatorName)), on: db)
         } catch is DeadLetterSettledMeanwhile {
             return DeadLetterRetryResult(id: id, status: .alreadyResolved, retries: retries)
         }

@@ -10,7 +10,8 @@ import OnceSchema
 ///
 /// Records whose event id the group processed already are no-ops (counted as `duplicate`),
 /// dead-lettered ones included: their ids are claimed too, and only `once dlq retry` re-drives
-/// them. The group's stored positions are neither read nor moved. A dry run rolls each batch's
+/// them. The group's stored positions are neither read nor moved. Its progress is recorded in
+/// `once_replays` (`ReplayLog`) after each batch. A dry run rolls each batch's
 /// transaction back; since batches do not see each other's effects then, an event whose id or
 /// business key first appears in an earlier batch of the same dry run counts as it would
 /// without that batch.
@@ -59,6 +60,8 @@ public struct PartitionReplay: Sendable {
                 "offset \(request.from) is before the first offset still stored in \(request.partition) (\(marks.low))")
         }
         var report = ReplayReport(request: request)
+        let log = ReplayLog(consumerGroup: processor.consumerGroup)
+        let logID = try await database.withConnection { db in try log.start(request, on: db) }
         // Records whose time falls before the oldest retained partition may have had their
         // claims pruned: the summary says how many (their business keys still hold).
         report.windowStart = try await database.withConnection { db in try TimePartitions.layout(on: db).oldest }
@@ -77,6 +80,8 @@ public struct PartitionReplay: Sendable {
             report.firstOffset = report.firstOffset ?? batch.records.first?.offset
             report.lastOffset = batch.records.last?.offset
             report.recordsRead += batch.records.count
+            let done = report
+            try await database.withConnection { db in try log.update(logID, with: done, on: db) }
             progress(
                 ReplayProgress(
                     recordsRead: report.recordsRead, offset: report.lastOffset ?? request.from, from: request.from,
@@ -108,14 +113,22 @@ public struct PartitionReplay: Sendable {
             }
             if !pending.isEmpty { try await submit(pending) }
             try await settle()
-        } catch let error as ReplayInterrupted {
-            throw error
         } catch {
-            // Reading failed with a batch still committing: let it end, so the report is exact.
-            try? await settle()
-            throw ReplayInterrupted(report: report, underlying: error)
+            let interrupted: ReplayInterrupted
+            if let error = error as? ReplayInterrupted {
+                interrupted = error
+            } else {
+                // Reading failed with a batch still committing: let it end, so the report is exact.
+                try? await settle()
+                interrupted = ReplayInterrupted(report: report, underlying: error)
+            }
+            let (done, why) = (interrupted.report, "\(interrupted.underlying)")
+            try? await database.withConnection { db in try log.update(logID, with: done, state: .failed, error: why, on: db) }
+            throw interrupted
         }
         report.reachedEnd = read.reachedEnd
+        let done = report
+        try await database.withConnection { db in try log.update(logID, with: done, state: .finished, on: db) }
         return report
     }
 

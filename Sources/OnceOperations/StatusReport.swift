@@ -84,8 +84,8 @@ public struct StatusReport: Sendable, Hashable {
     /// `processed_messages` rows of the group per outcome; every outcome is present.
     public var outcomes: [EventOutcome: Int64]
     public var outbox: OutboxBacklog
-    /// Unresolved dead letters of the group per `reason_code`.
-    public var deadLetters: [String: Int64]
+    /// Unresolved dead letters of the group by `reason_code` and age.
+    public var deadLetterSummary: DeadLetterSummary
     /// Why the broker part is missing or incomplete; empty when the broker answered for
     /// everything.
     public var brokerNotes: [String]
@@ -95,14 +95,15 @@ public struct StatusReport: Sendable, Hashable {
 
     public init(
         consumerGroup: String, asOf: String, partitions: [Partition] = [], outcomes: [EventOutcome: Int64] = [:],
-        outbox: OutboxBacklog = OutboxBacklog(), deadLetters: [String: Int64] = [:], brokerNotes: [String] = []
+        outbox: OutboxBacklog = OutboxBacklog(), deadLetters: DeadLetterSummary = DeadLetterSummary(reasons: []),
+        brokerNotes: [String] = []
     ) {
         self.consumerGroup = consumerGroup
         self.asOf = asOf
         self.partitions = partitions
         self.outcomes = outcomes
         self.outbox = outbox
-        self.deadLetters = deadLetters
+        self.deadLetterSummary = deadLetters
         self.brokerNotes = brokerNotes
     }
 
@@ -112,7 +113,22 @@ public struct StatusReport: Sendable, Hashable {
         return known.isEmpty ? nil : known.reduce(0, +)
     }
 
-    public var unresolvedDeadLetters: Int64 { deadLetters.values.reduce(0, +) }
+    /// Unresolved dead letters of the group per `reason_code`.
+    public var deadLetters: [String: Int64] {
+        Dictionary(deadLetterSummary.reasons.map { ($0.reason, $0.count) }, uniquingKeysWith: +)
+    }
+
+    public var unresolvedDeadLetters: Int64 { deadLetterSummary.total }
+
+    /// Partitions whose stored position lies past the broker's reported end: the broker
+    /// under-reports its high watermark there (Tansu 0.6 does after a multi-record batch), so
+    /// HIGH and LAG read low. Real Kafka brokers never show this.
+    public var positionsPastReportedEnd: [Partition] {
+        partitions.filter { p in
+            guard let next = p.nextOffset, let high = p.highWatermark else { return false }
+            return next > high
+        }
+    }
 
     /// True when the broker answered for every partition.
     public var isComplete: Bool { brokerNotes.isEmpty }
@@ -165,15 +181,7 @@ public struct StatusReport: Sendable, Hashable {
                 oldestCreatedAt: try backlog.decode(String?.self, column: 1),
                 oldestAgeSeconds: try backlog.decode(Double?.self, column: 2))
 
-            var deadLetters: [String: Int64] = [:]
-            for row in try tx.query(
-                """
-                SELECT reason_code, count(*) FROM dead_letters
-                WHERE consumer_group = $1 AND resolved_at IS NULL GROUP BY reason_code
-                """, [.text(group)])
-            {
-                deadLetters[try row.decode(String.self, column: 0)] = try row.decode(Int64.self, column: 1)
-            }
+            let deadLetters = try DeadLetterQueue(consumerGroup: group).summary(on: tx)
 
             var report = StatusReport(
                 consumerGroup: group, asOf: asOf, partitions: partitions, outcomes: outcomes, outbox: outbox,

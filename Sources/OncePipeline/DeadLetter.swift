@@ -128,11 +128,14 @@ package struct RetriedDeadLetter: Sendable {
     package var consumerGroup: String
     /// The id its record was claimed under when it was dead-lettered.
     package var eventID: String
+    /// Who asked for the retry (`dead_letters.resolved_by` when it goes through).
+    package var operatorName: String
 
-    package init(id: Int64, consumerGroup: String, eventID: String) {
+    package init(id: Int64, consumerGroup: String, eventID: String, operatorName: String) {
         self.id = id
         self.consumerGroup = consumerGroup
         self.eventID = eventID
+        self.operatorName = operatorName
     }
 
     /// Locks the dead letter (a concurrent retry waits, then finds it settled) and releases the
@@ -165,10 +168,10 @@ package struct RetriedDeadLetter: Sendable {
         } else {
             try tx.execute(
                 """
-                UPDATE dead_letters SET resolved_at = now(), retries = retries + 1,
+                UPDATE dead_letters SET resolved_at = now(), retries = retries + 1, resolution = 'retried', resolved_by = $2,
                     bucket = (SELECT \(TimePartitions.claimBucket(at: "now()", window: "w")) FROM once_partitioning w)
                 WHERE id = $1
-                """, [.int64(id)])
+                """, [.int64(id), .text(operatorName)])
         }
     }
 }

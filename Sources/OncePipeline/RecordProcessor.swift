@@ -21,6 +21,9 @@ public struct RecordProcessor: Sendable {
         transaction = BatchTransaction(consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
     }
 
+    /// The group whose claims and dead letters it writes.
+    public var consumerGroup: String { transaction.consumerGroup }
+
     /// Applies `records` (one partition, offset order) in one transaction and reports the outcome
     /// of each record: handlers' outcomes for new events, `dead_lettered` for rejected ones,
     /// and `duplicate` for records whose event id was already processed. With `dryRun` the

@@ -73,31 +73,22 @@ public struct StoredPositions: Sendable {
         )[0].decode(Int64.self, column: 0)
     }
 
-    /// Stores `offset` as the partition's next offset under a new generation (adding the row
-    /// when the group has none for it); returns the position before (nil: none) and after.
-    public func reset(
-        _ partition: TopicPartition, to offset: Int64, on db: PostgresConnection
-    ) throws -> (before: StoredPosition?, after: StoredPosition) {
-        try db.transaction { tx in
-            let parameters: [PostgresValue] = [.text(consumerGroup), .text(partition.topic), .int32(partition.partition)]
-            let before = try tx.query(
-                """
-                SELECT topic, partition, next_offset, generation, owner, updated_at FROM consumer_offsets
-                WHERE consumer_group = $1 AND topic = $2 AND partition = $3 FOR UPDATE
-                """,
-                parameters
-            ).first.map(Self.position)
-            let after = try tx.query(
-                """
-                INSERT INTO consumer_offsets AS o (consumer_group, topic, partition, next_offset, generation, owner)
-                VALUES ($1, $2, $3, $4, 1, NULL)
-                ON CONFLICT (consumer_group, topic, partition)
-                DO UPDATE SET next_offset = EXCLUDED.next_offset, generation = o.generation + 1, updated_at = now()
-                RETURNING topic, partition, next_offset, generation, owner, updated_at
-                """,
-                parameters + [.int64(offset)])
-            return (before, try Self.position(after[0]))
-        }
+    /// Stores each partition's offset as its next offset, in one statement, each under a new
+    /// generation (adding a row without an owner where the group has none), keeping the owners;
+    /// returns the positions as stored now, by topic and partition.
+    public func reset(_ targets: [(TopicPartition, Int64)], on db: PostgresConnection) throws -> [StoredPosition] {
+        try db.query(
+            """
+            INSERT INTO consumer_offsets AS o (consumer_group, topic, partition, next_offset, generation, owner)
+            SELECT $1, t.topic, t.partition, t.next_offset, 1, NULL
+            FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS t(topic, partition, next_offset)
+            ON CONFLICT (consumer_group, topic, partition)
+            DO UPDATE SET next_offset = EXCLUDED.next_offset, generation = o.generation + 1, updated_at = now()
+            RETURNING topic, partition, next_offset, generation, owner, updated_at
+            """,
+            [.text(consumerGroup), .textArray(targets.map(\.0.topic)), .int64Array(targets.map { Int64($0.0.partition) }),
+             .int64Array(targets.map(\.1))]
+        ).map(Self.position).sorted { ($0.partition.topic, $0.partition.partition) < ($1.partition.topic, $1.partition.partition) }
     }
 
     // MARK: A member's claims

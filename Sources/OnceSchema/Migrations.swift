@@ -197,5 +197,46 @@ extension Migration {
                 "REVOKE EXECUTE ON FUNCTION once_create_partition(text, timestamptz, timestamptz) FROM PUBLIC",
                 "REVOKE EXECUTE ON FUNCTION once_prunable_partitions(timestamptz) FROM PUBLIC",
             ]),
+        Migration(
+            version: 6,
+            name: "dead letters say how they were resolved; replays record their progress",
+            statements: [
+                // A dead letter is resolved by a retry that went through, or discarded by an
+                // operator with a note; either way the row stays for the audit. Rows resolved
+                // before this migration were resolved by retries (there was no other way).
+                """
+                ALTER TABLE dead_letters
+                    ADD COLUMN resolution text CONSTRAINT dead_letters_resolution_check
+                        CHECK (resolution IN ('retried', 'discarded')),
+                    ADD COLUMN resolved_by text,
+                    ADD COLUMN resolution_note text
+                """,
+                "UPDATE dead_letters SET resolution = 'retried' WHERE resolved_at IS NOT NULL AND resolution IS NULL",
+                // One row per `once replay`, updated after each of its batches.
+                """
+                CREATE TABLE once_replays (
+                    id bigserial PRIMARY KEY,
+                    consumer_group text NOT NULL,
+                    topic text NOT NULL,
+                    partition integer NOT NULL,
+                    from_offset bigint NOT NULL,
+                    through_offset bigint,
+                    dry_run boolean NOT NULL,
+                    state text NOT NULL DEFAULT 'running'
+                        CONSTRAINT once_replays_state_check CHECK (state IN ('running', 'finished', 'failed')),
+                    next_offset bigint NOT NULL,
+                    records bigint NOT NULL DEFAULT 0,
+                    applied bigint NOT NULL DEFAULT 0,
+                    duplicates bigint NOT NULL DEFAULT 0,
+                    conflicts bigint NOT NULL DEFAULT 0,
+                    dead_lettered bigint NOT NULL DEFAULT 0,
+                    error text,
+                    started_at timestamptz NOT NULL DEFAULT now(),
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    finished_at timestamptz
+                )
+                """,
+                "CREATE INDEX once_replays_group ON once_replays (consumer_group, id)",
+            ]),
     ]
 }

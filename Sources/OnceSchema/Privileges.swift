@@ -39,6 +39,7 @@ public struct Privileges: Sendable, Hashable {
             Table("outbox", ["SELECT", "INSERT", "UPDATE"]),
             Table("outbox_relay", ["SELECT", "UPDATE"]),
             Table("dead_letters", ["SELECT", "INSERT", "UPDATE"]),
+            Table("once_replays", ["SELECT", "INSERT", "UPDATE"]),
         ],
         functions: ["once_ensure_partitions(timestamptz)", "once_partition_rows(text)"])
 

@@ -20,6 +20,16 @@ extension ConnectionOptions {
     }
 }
 
+/// Who an operator action is recorded as (`dead_letters.resolved_by`): `--by`, else the
+/// login name and host, as `sudo` leaves them.
+enum OperatorName {
+    static var current: String {
+        let environment = ProcessInfo.processInfo.environment
+        let user = environment["SUDO_USER"] ?? environment["USER"] ?? environment["LOGNAME"] ?? "unknown"
+        return "\(user)@\(ProcessInfo.processInfo.hostName)"
+    }
+}
+
 /// `--format` of a command that prints a sentence or a report.
 enum TextOrJSON: String, ExpressibleByArgument, CaseIterable {
     case text, json
@@ -37,6 +47,9 @@ extension PostgresSession {
             let value = try await withConnection(body)
             await close()
             return value
+        } catch let failure as CommandFailure {
+            await close()
+            throw failure
         } catch {
             await close()
             throw CommandFailure(oneLine("cannot read \(what): \(error)"))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import OnceEnvelope
 import OnceJSON
 import OnceKafka
 import OnceOperations
@@ -29,15 +30,16 @@ struct Status: AsyncParsableCommand {
             Then the group's processed_messages per outcome (inside the retention
             window: older claims have been pruned); the outbox rows not yet
             published (the outbox serves every group) and the oldest one's age;
-            the group's unresolved dead letters per reason; and the retention
+            the group's unresolved dead letters per reason, with how many came in
+            the last hour and day and the oldest one's age; and the retention
             window (--retention or ONCE_RETENTION, default 7d): per log table its
             time partitions (oldest, newest, estimated rows, size) and when the
             next one leaves the window.
 
-            The high watermark is what the broker reports. Tansu 0.6 reports the
-            last batch's base offset + 1, exact only when the last produce
-            request carried one record; otherwise HIGH and LAG read low (LAG can
-            even be negative).
+            The high watermark is what the broker reports. Where it lies below the
+            stored position, the broker under-reports the end of its log (Tansu
+            0.6 does after a multi-record produce request), and a footnote says
+            on which partitions: HIGH and LAG read low there.
 
             --format json prints one object (one line per report with --watch):
             consumer_group, as_of, partitions, total_lag, outcomes, outbox,
@@ -166,7 +168,7 @@ struct Status: AsyncParsableCommand {
             lines.append("Partitions: none stored, and the broker listed none")
         } else {
             var partitions = ReportTable([
-                ("TOPIC", .left), ("PARTITION", .right), ("NEXT", .right), ("HIGH*", .right), ("LAG", .right),
+                ("TOPIC", .left), ("PARTITION", .right), ("NEXT", .right), ("HIGH", .right), ("LAG", .right),
                 ("OWNER", .left), ("GEN", .right), ("UPDATED", .right),
             ])
             for p in report.partitions {
@@ -212,9 +214,15 @@ struct Status: AsyncParsableCommand {
             lines.append("Dead letters: none unresolved")
         } else {
             lines.append("Dead letters: \(report.unresolvedDeadLetters) unresolved")
-            var reasons = ReportTable([("REASON", .left), ("COUNT", .right)])
-            for (reason, count) in report.deadLetters.sorted(by: { $0.key < $1.key }) {
-                reasons.append([reason, "\(count)"])
+            var reasons = ReportTable([
+                ("REASON", .left), ("COUNT", .right), ("LAST HOUR", .right), ("LAST DAY", .right), ("OLDEST", .right),
+            ])
+            let asOf = Timestamp.date(report.asOf) ?? Date()
+            for reason in report.deadLetterSummary.reasons {
+                reasons.append([
+                    reason.reason, "\(reason.count)", "\(reason.lastHour)", "\(reason.lastDay)",
+                    humanDuration(seconds: max(0, asOf.timeIntervalSince(reason.oldest))) + " ago",
+                ])
             }
             lines += reasons.lines(indent: 2)
         }
@@ -226,9 +234,15 @@ struct Status: AsyncParsableCommand {
             lines.append("")
             lines += report.brokerNotes.map { "Broker: \($0)" }
         }
-        lines.append("")
-        lines.append("* The broker's high watermark. Tansu 0.6 reports the last batch's base offset + 1, exact only")
-        lines.append("  when the last produce request carried one record; otherwise HIGH and LAG read low.")
+        let pastEnd = report.positionsPastReportedEnd
+        if !pastEnd.isEmpty {
+            lines.append("")
+            lines.append(
+                "* The broker reports a high watermark below the stored position on \(pastEnd.count) partition(s)"
+                    + " (\(pastEnd.map { "\($0.topicPartition)" }.joined(separator: ", "))):")
+            lines.append("  it under-reports the end of its log (Tansu 0.6 reports the last batch's base offset + 1,")
+            lines.append("  exact only when the last produce request carried one record), so HIGH and LAG read low.")
+        }
         return lines
     }
 
@@ -302,6 +316,14 @@ struct Status: AsyncParsableCommand {
             "dead_letters": .object([
                 "unresolved": .integer(report.unresolvedDeadLetters),
                 "by_reason": .object(report.deadLetters.mapValues(JSONValue.integer)),
+                "reasons": .array(
+                    report.deadLetterSummary.reasons.map { reason in
+                        .object([
+                            "reason": .string(reason.reason), "count": .integer(reason.count),
+                            "last_hour": .integer(reason.lastHour), "last_day": .integer(reason.lastDay),
+                            "oldest_created_at": .string(OperatorText.time(reason.oldest)),
+                        ])
+                    }),
             ]),
             "retention": .object([
                 "window": .string(retention.description),

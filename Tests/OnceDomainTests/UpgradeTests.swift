@@ -56,7 +56,20 @@ struct UpgradeTests {
             FROM generate_series(0, $1::integer) i
             """, [.int(Self.rows - 1), .text(Self.group), .text(Self.tenant)])
 
-        #expect(try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db) == [4, 5], "the upgrade to time partitions, then least privilege")
+        // A dead letter retried before the upgrade, and one still waiting.
+        try db.execute(
+            """
+            INSERT INTO dead_letters (consumer_group, topic, partition, kafka_offset, event_id, reason_code, error, resolved_at)
+            VALUES ($1, $2, 0, 1, 'dl-1', 'handler_failed', 'x', now()), ($1, $2, 0, 2, 'dl-2', 'handler_failed', 'y', NULL)
+            """, [.text(Self.group), .text(Self.topic)])
+
+        #expect(
+            try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db) == [4, 5, 6],
+            "the upgrade to time partitions, least privilege, then resolutions and replays")
+        #expect(
+            try db.query("SELECT event_id, resolution FROM dead_letters ORDER BY id").map {
+                [try $0.decode(String.self, column: 0), try $0.decode(String?.self, column: 1) ?? "-"]
+            } == [["dl-1", "retried"], ["dl-2", "-"]], "the old resolution was a retry; the waiting one stays unresolved")
         #expect(
             try db.query("SELECT count(*) FROM processed_messages WHERE bucket = '-infinity'")[0].decode(Int64.self, column: 0)
                 == Int64(Self.rows), "the history is the legacy partition, whole")

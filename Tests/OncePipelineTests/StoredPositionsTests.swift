@@ -96,8 +96,7 @@ struct OffsetResetDatabaseTests {
             [.text(group)])
 
         let offsets = StoredPositions(consumerGroup: group)
-        let (before, after) = try offsets.reset(partition, to: 20, on: connection)
-        #expect(before?.nextOffset == 50 && before?.generation == 3)
+        let after = try #require(try offsets.reset([(partition, 20)], on: connection).first)
         #expect(after.nextOffset == 20 && after.generation == 4 && after.owner == "member-a")
 
         // A batch of the old claim (generation 3, from 50) is fenced and writes nothing.
@@ -133,8 +132,12 @@ struct OffsetResetDatabaseTests {
         #expect(try offsets.positions(on: connection).map(\.nextOffset) == [21])
 
         // A partition the group never stored gets a row with no owner.
-        let (none, inserted) = try offsets.reset(TopicPartition("in", 1), to: 5, on: connection)
-        #expect(none == nil && inserted.owner == nil && inserted.generation == 1 && inserted.nextOffset == 5)
+        // A partition the group never stored gets a row with no owner; one reset of two
+        // partitions bumps each one's generation once.
+        let both = try offsets.reset([(TopicPartition("in", 1), 5), (partition, 30)], on: connection)
+        #expect(both.map(\.partition) == [partition, TopicPartition("in", 1)])
+        #expect(both[0].nextOffset == 30 && both[0].generation == 5 && both[0].owner == "member-a")
+        #expect(both[1].owner == nil && both[1].generation == 1 && both[1].nextOffset == 5)
     }
 
     @Test func aDryRunRollsBackEverythingItDid() async throws {
