@@ -6,12 +6,32 @@ import Testing
 /// `once offsets show` and `once offsets reset`, with and without members running.
 @Suite(.timeLimit(.minutes(6)), .serialized)
 struct OffsetsTests {
+    /// `once offsets reset --topic T:P TARGET --execute --format json`: the one partition's
+    /// row of the executed plan.
     func reset(_ fixture: OperatorFixture, partition: Int32, _ target: [String]) async throws -> JSONValue {
+        let plan = try await self.plan(fixture, ["--topic", "\(fixture.topic):\(partition)"] + target, execute: true)
+        #expect(plan["executed"] == true)
+        return try #require(plan["partitions"]?[0])
+    }
+
+    /// `once offsets reset ARGUMENTS --format json` (with `--execute` when asked), parsed.
+    func plan(_ fixture: OperatorFixture, _ arguments: [String], execute: Bool = false) async throws -> JSONValue {
         let result = try await fixture.once(
-            ["offsets", "reset", "--topic", fixture.topic, "--partition", String(partition), "--format", "json"]
-                + target)
+            ["offsets", "reset", "--format", "json"] + arguments + (execute ? ["--execute"] : []))
         try #require(result.status == 0, "\(result.output)")
         return try operatorJSON(in: result.output)
+    }
+
+    /// Every stored position of the fixture's group: partition, next offset, generation, owner.
+    func positions(_ fixture: OperatorFixture) throws -> [[String]] {
+        let db = try fixture.database.connect()
+        defer { db.close() }
+        return try db.query(
+                """
+                SELECT partition::text, coalesce(next_offset::text, '-'), generation::text, coalesce(owner, '-')
+                FROM consumer_offsets WHERE consumer_group = $1 ORDER BY topic, partition
+                """, [.text(fixture.group)]
+            ).map { row in try (0..<4).map { try row.decode(String.self, column: $0) } }
     }
 
     /// next_offset, generation and owner of one partition.
@@ -34,58 +54,99 @@ struct OffsetsTests {
         )
     }
 
-    @Test func showListsThePositionsAndResetMovesOneToEachKindOfTarget() async throws {
+    @Test func showDescribesThePositionsAndEveryResetOptionPlansThenExecutes() async throws {
         let fixture = try await OperatorFixture.make(partitions: 2)
         try await fixture.produce((0..<5).map { fixture.grant("early\($0)") }, partition: 0)
         try await Task.sleep(for: .milliseconds(1500))
         let middle = Date()
-        try await Task.sleep(for: .milliseconds(500))
+        try await Task.sleep(for: .milliseconds(2500))
         try await fixture.produce((0..<5).map { fixture.grant("late\($0)") }, partition: 0)
         try await fixture.produce((0..<7).map { fixture.grant("other\($0)") }, partition: 1, together: true)
         try await fixture.processAll()
 
+        // show: kafka-consumer-groups --describe's columns, lag against the broker's end.
         let shown = try await fixture.once(["offsets", "show", "--format", "json"])
         #expect(shown.status == 0, "\(shown.output)")
         let document = try operatorJSON(in: shown.output)
         #expect(document["consumer_group"] == .string(fixture.group))
-        guard case .array(let partitions)? = document["partitions"] else {
-            Issue.record("no partitions: \(shown.output)")
-            return
-        }
+        let partitions = try #require(document["partitions"]?.arrayValue, "\(shown.output)")
         #expect(partitions.map { $0["partition"] } == [.integer(0), .integer(1)])
         #expect(partitions.map { $0["next_offset"] } == [.integer(10), .integer(7)])
+        #expect(partitions[0]["log_end_offset"] == 10 && partitions[0]["lag"] == 0)
         #expect(partitions.allSatisfy { $0["owner"]?.stringValue != nil && $0["generation"]?.int64Value ?? 0 >= 1 })
         let table = try await fixture.once(["offsets", "show"])
         #expect(table.status == 0)
-        #expect(operatorRow(table.output, startingWith: [fixture.topic, "1", "7"]) != nil, "\(table.output)")
-
-        let before = try stored(fixture, 0)
-        let rewound = try await reset(fixture, partition: 0, ["--to-offset", "3"])
-        #expect(rewound["before"]?["next_offset"] == .integer(10))
-        #expect(rewound["after"]?["next_offset"] == .integer(3))
-        #expect(rewound["after"]?["generation"] == .integer(before.generation + 1))
-        #expect(rewound["after"]?["owner"] == before.owner.map { .string($0) })
-        #expect(try stored(fixture, 0).next == 3)
-        #expect(try await reset(fixture, partition: 0, ["--to-latest"])["after"]?["next_offset"] == .integer(10))
-        #expect(try await reset(fixture, partition: 0, ["--to-earliest"])["after"]?["next_offset"] == .integer(0))
-        let time = ISO8601DateFormatter().string(from: middle)
-        #expect(try await reset(fixture, partition: 0, ["--to-time", time])["after"]?["next_offset"] == .integer(5))
         #expect(
-            try await reset(fixture, partition: 0, ["--to-time", "2099-01-01T00:00:00Z"])["after"]?["next_offset"]
-                == .integer(10))
-        #expect(try stored(fixture, 0).generation == before.generation + 5)
+            table.output.contains("GROUP") && table.output.contains("CURRENT-OFFSET")
+                && table.output.contains("LOG-END-OFFSET") && table.output.contains("LAG"), "\(table.output)")
+        let owner = try #require(partitions[0]["owner"]?.stringValue)
+        #expect(operatorRow(table.output, startingWith: [fixture.group, fixture.topic, "0", "10", "10", "0", owner]) != nil, "\(table.output)")
+        #expect(operatorRow(table.output, startingWith: [fixture.group, fixture.topic, "1", "7"]) != nil, "\(table.output)")
+        // Seven records in one produce request: Tansu reports the end as 1, below the position.
+        #expect(table.output.contains("below the stored position on \(fixture.topic)/1:"), "\(table.output)")
+        #expect(!table.output.contains("\(fixture.topic)/0,"), "partition 0's end is exact")
+
+        // Without --execute, a plan: the numbers, and nothing changed.
+        let untouched = try positions(fixture)
+        let rewind = try await plan(fixture, ["--topic", "\(fixture.topic):0", "--to-offset", "3"])
+        #expect(rewind["executed"] == false)
+        let row = try #require(rewind["partitions"]?[0])
+        #expect(row["current_offset"] == 10 && row["new_offset"] == 3 && row["change"] == -7)
+        #expect(row["already_processed"] == 7, "offsets 3…9 were all applied: re-reading them changes nothing")
+        #expect(row["log_start_offset"] == 0 && row["log_end_offset"] == 10 && row["owner"] == .string(owner))
+        let text = try await fixture.once(["offsets", "reset", "--topic", "\(fixture.topic):0", "--to-offset", "3"])
+        #expect(operatorRow(text.output, startingWith: [fixture.group, fixture.topic, "0", "10", "3", "re-read", "7", "7"]) != nil, "\(text.output)")
+        #expect(text.output.contains("Plan only: nothing was changed"), "\(text.output)")
+        #expect(try positions(fixture) == untouched, "a plan changes nothing")
+
+        // Each target, executed on partition 0 (generation + 1 each time, the owner kept).
+        let generation = try #require(Int64(untouched[0][2]))
+        let rewound = try await reset(fixture, partition: 0, ["--to-offset", "3"])
+        #expect(rewound["new_offset"] == 3 && rewound["generation_before"] == .integer(generation))
+        #expect(rewound["generation"] == .integer(generation + 1))
+        #expect(try positions(fixture)[0] == ["0", "3", "\(generation + 1)", owner])
+        let latest = try await reset(fixture, partition: 0, ["--to-latest"])
+        #expect(latest["new_offset"] == 10 && latest["change"] == 7 && latest["already_processed"] == 7)
+        #expect(try await reset(fixture, partition: 0, ["--to-earliest"])["new_offset"] == 0)
+        let time = ISO8601DateFormatter().string(from: middle)
+        #expect(try await reset(fixture, partition: 0, ["--to-datetime", time])["new_offset"] == 5)
+        #expect(try await reset(fixture, partition: 0, ["--to-datetime", "2099-01-01T00:00:00Z"])["new_offset"] == 10)
+        let back = try await reset(fixture, partition: 0, ["--shift-by", "-4"])
+        #expect(back["current_offset"] == 10 && back["new_offset"] == 6 && back["change"] == -4 && back["already_processed"] == 4)
+        #expect(try await reset(fixture, partition: 0, ["--shift-by", "3"])["new_offset"] == 9)
+        #expect(try await reset(fixture, partition: 0, ["--shift-by", "100"])["new_offset"] == 10, "kept within the log")
+        #expect(try await reset(fixture, partition: 0, ["--shift-by=-100"])["new_offset"] == 0, "kept within the log")
+        // By duration: the first record at or after that long ago, which lies between the two halves.
+        let since = Date().timeIntervalSince(middle)
+        #expect(try await reset(fixture, partition: 0, ["--by-duration", String(format: "PT%.3fS", since)])["new_offset"] == 5)
+        #expect(try await reset(fixture, partition: 0, ["--by-duration", "P1D"])["new_offset"] == 0)
+        #expect(try positions(fixture)[0][2] == "\(generation + 11)", "eleven executions, one bump each")
         // Seven records sent in one request: the end is found past the broker's reported watermark.
-        #expect(try await reset(fixture, partition: 1, ["--to-latest"])["after"]?["next_offset"] == .integer(7))
+        #expect(try await reset(fixture, partition: 1, ["--to-latest"])["new_offset"] == 7)
+
+        // Scopes: a topic's partitions from the broker, a list, every topic of the group; one
+        // execution bumps each partition's generation once.
+        let before = try positions(fixture)
+        let whole = try await plan(fixture, ["--topic", fixture.topic, "--to-earliest"])
+        #expect(whole["partitions"]?.arrayValue?.map { $0["partition"] } == [0, 1])
+        #expect(whole["partitions"]?[1]?["change"] == -7 && whole["partitions"]?[1]?["already_processed"] == 7)
+        let listed = try await plan(fixture, ["--topic", "\(fixture.topic):1", "--to-earliest"])
+        #expect(listed["partitions"]?.arrayValue?.map { $0["partition"] } == [1])
+        #expect(try positions(fixture) == before)
+        let everything = try await plan(fixture, ["--all-topics", "--to-earliest"], execute: true)
+        #expect(everything["partitions"]?.arrayValue?.count == 2)
+        let after = try positions(fixture)
+        #expect(after.map { $0[1] } == ["0", "0"])
+        #expect(zip(before, after).allSatisfy { Int64($0[2])! + 1 == Int64($1[2])! }, "\(before) → \(after)")
 
         // A group with no row yet gets one, owned by nobody until a member claims it.
         let fresh = try await OnceProcess.run(
             [
-                "offsets", "reset", "--topic", fixture.topic, "--partition", "1", "--to-offset", "2", "--database-url",
-                fixture.database.url,
-                "--brokers", fixture.brokers, "--group", "\(fixture.group)-new",
+                "offsets", "reset", "--topic", "\(fixture.topic):1", "--to-offset", "2", "--execute", "--database-url",
+                fixture.database.url, "--brokers", fixture.brokers, "--group", "\(fixture.group)-new",
             ])
         #expect(fresh.status == 0, "\(fresh.output)")
-        #expect(fresh.output.contains("(nothing stored) → 2"), "\(fresh.output)")
+        #expect(operatorRow(fresh.output, startingWith: ["\(fixture.group)-new", fixture.topic, "1", "-", "2"]) != nil, "\(fresh.output)")
         #expect(
             try fixture.count(
                 """
@@ -120,8 +181,8 @@ struct OffsetsTests {
         let zero = try await reset(fixture, partition: 0, ["--to-offset", "0"])
         let ten = try await reset(fixture, partition: 1, ["--to-offset", "10"])
         let generations = (
-            try #require(zero["after"]?["generation"]?.int64Value),
-            try #require(ten["after"]?["generation"]?.int64Value)
+            try #require(zero["generation"]?.int64Value),
+            try #require(ten["generation"]?.int64Value)
         )
         try await eventually("both members re-read their range up to the end", timeout: .seconds(30)) {
             let p0 = try stored(fixture, 0)
@@ -158,7 +219,7 @@ struct OffsetsTests {
         #expect(skipped == Array(20..<30))
 
         let moved = try await reset(fixture, partition: 0, ["--to-offset", "30"])
-        #expect(moved["before"]?["next_offset"] == .integer(20))
+        #expect(moved["current_offset"] == 20 && moved["change"] == 10 && moved["already_processed"] == 0)
         try await fixture.processAll()
         #expect(try stored(fixture, 0).next == 35)
         #expect(try fixture.count("SELECT count(*) FROM processed_messages WHERE event_id LIKE 'skipped%'") == 0)
@@ -179,7 +240,16 @@ struct OffsetsTests {
             try await fixture.once(base + ["--to-offset", "1", "--to-latest"]), mentioning: "give exactly one of",
             oneLine: false)
         expectFailure(
-            try await fixture.once(base + ["--to-time", "yesterday"]), mentioning: "not an RFC 3339 time",
+            try await fixture.once(["offsets", "reset", "--to-latest"]), mentioning: "give --topic (one or more) or --all-topics",
+            oneLine: false)
+        expectFailure(
+            try await fixture.once(["offsets", "reset", "--to-latest", "--topic", "\(fixture.topic):x"]),
+            mentioning: "is not TOPIC or TOPIC:P,P", oneLine: false)
+        expectFailure(
+            try await fixture.once(base + ["--to-datetime", "yesterday"]), mentioning: "not an RFC 3339 time",
+            oneLine: false)
+        expectFailure(
+            try await fixture.once(base + ["--by-duration", "30 minutes"]), mentioning: "not an ISO 8601 duration",
             oneLine: false)
         expectFailure(
             try await fixture.once(base + ["--to-offset=-2"]), mentioning: "--to-offset must be 0 or more",
@@ -187,16 +257,17 @@ struct OffsetsTests {
         expectFailure(
             try await fixture.once(["offsets", "show", "--format", "csv"]), mentioning: "--format", oneLine: false)
         expectFailure(
-            try await fixture.once(base + ["--to-offset", "4"]),
+            try await fixture.once(base + ["--to-offset", "4", "--execute"]),
             mentioning: "offset 4 is past the end of \(fixture.topic)/0 (3)")
         expectFailure(
-            try await fixture.once([
-                "offsets", "reset", "--topic", "nope-\(fixture.topic)", "--partition", "0", "--to-earliest",
-            ]),
+            try await fixture.once(["offsets", "reset", "--topic", "nope-\(fixture.topic)", "--to-earliest"]),
             mentioning: "topic nope-\(fixture.topic) does not exist")
         expectFailure(
-            try await fixture.once(["offsets", "reset", "--topic", fixture.topic, "--partition", "1", "--to-earliest"]),
-            mentioning: "partition 1 is out of range")
+            try await fixture.once(["offsets", "reset", "--topic", "\(fixture.topic):1", "--to-earliest", "--execute"]),
+            mentioning: "topic \(fixture.topic) has 1 partition; there is no partition 1")
+        expectFailure(
+            try await fixture.once(["offsets", "reset", "--all-topics", "--to-earliest"]),
+            mentioning: "group \(fixture.group) has no stored positions")
         #expect(try fixture.count("SELECT count(*) FROM consumer_offsets") == 0)
 
         var start = ContinuousClock.now
@@ -213,7 +284,7 @@ struct OffsetsTests {
         #expect(ContinuousClock.now - start < .seconds(15))
         start = ContinuousClock.now
         let resetNoBroker = try await OnceProcess.run(
-            base + ["--to-offset", "1", "--database-url", fixture.database.url, "--brokers", "127.0.0.1:1"])
+            base + ["--to-offset", "1", "--execute", "--database-url", fixture.database.url, "--brokers", "127.0.0.1:1"])
         expectFailure(resetNoBroker, mentioning: "cannot reach the broker at 127.0.0.1:1")
         #expect(ContinuousClock.now - start < .seconds(15))
         await fixture.tearDown()
