@@ -210,9 +210,9 @@ struct DeadLetterCommandTests {
         let poisoned = try await Poisoned.make()
         let fixture = poisoned.fixture
 
-        expectFailure(try await dlq(fixture, ["retry"]), mentioning: "give a dead letter id or --all", oneLine: false)
+        expectFailure(try await dlq(fixture, ["retry"]), mentioning: "give one of: a dead letter id, --all, --reason CODE", oneLine: false)
         expectFailure(
-            try await dlq(fixture, ["retry", "1", "--all"]), mentioning: "give a dead letter id or --all",
+            try await dlq(fixture, ["retry", "1", "--all"]), mentioning: "give one of: a dead letter id, --all, --reason CODE",
             oneLine: false)
         expectFailure(try await dlq(fixture, ["show", "twelve"]), mentioning: "twelve", oneLine: false)
         expectFailure(
