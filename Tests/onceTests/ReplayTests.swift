@@ -106,6 +106,16 @@ struct ReplayTests {
                 == 1)
         #expect(try fixture.balancesMatchLedger())
 
+        // Each replay left its progress in once_replays, where the console reads it.
+        let recorded = try fixture.database.scalar(
+            """
+            SELECT string_agg(concat_ws(' ', dry_run, state, from_offset, next_offset, records, applied, duplicates), ',' ORDER BY id)
+            FROM once_replays WHERE consumer_group = $1
+            """, [.text(fixture.group)], as: String.self)
+        #expect(
+            recorded == "t finished 0 30 30 1 29,t finished 0 30 30 1 29,f finished 0 30 30 1 29",
+            "the two dry runs, then the replay")
+
         // And again: nothing left to apply.
         let again = try await replay(fixture, ["--from-offset", "0", "--format", "json"])
         #expect(
