@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import OnceDomain
+import OnceJSON
 import OncePostgres
 import OnceSchema
 
@@ -8,24 +9,74 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create or upgrade the schema; safe to run twice and from two processes at once.")
 
+    typealias Format = TextOrJSON
+
     @OptionGroup var connection: DatabaseOptions
+
+    @Option(help: "text or json.")
+    var format: Format = .text
 
     func run() async throws {
         let settings = try connection.settings()
         let logger = try connection.makeLogger()
         let url = try settings.requireDatabaseURL()
         let client = try await connectDatabase(url, logger: logger)
-        let applied: [Int]
+        let report: MigrationReport
         do {
-            applied = try await client.withConnection { db in
-                try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db)
+            report = try await client.withConnection { db in
+                let applied = try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db)
+                return try MigrationReport(applied: applied, on: db)
             }
             await client.close()
         } catch {
             await client.close()
             throw error
         }
-        print(applied.isEmpty ? "schema is up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+        switch format {
+        case .json: print(JSONWriter.serializeString(report.json))
+        case .text: print(report.text)
+        }
+    }
+}
+
+/// What one `once migrate` did: the migrations it applied, and the schema's version (its
+/// highest migration) before and after; nil before means there was no schema.
+struct MigrationReport: Sendable {
+    struct Applied: Sendable {
+        var version: Int
+        var name: String
+    }
+
+    var applied: [Applied]
+    var versionBefore: Int?
+    var versionAfter: Int?
+
+    /// Reads the migrations the database records, right after `Migrator.migrate` returned
+    /// `applied`: the ones recorded but not applied now were there before.
+    init(applied: [Int], on db: PostgresConnection) throws {
+        let recorded = try db.query("SELECT version, name FROM once_schema_migrations ORDER BY version").map {
+            Applied(version: try $0.decode(Int.self, column: 0), name: try $0.decode(String.self, column: 1))
+        }
+        let now = Set(applied)
+        self.applied = recorded.filter { now.contains($0.version) }
+        versionBefore = recorded.filter { !now.contains($0.version) }.map(\.version).max()
+        versionAfter = recorded.map(\.version).max()
+    }
+
+    var text: String {
+        applied.isEmpty
+            ? "schema is up to date"
+            : "applied migrations \(applied.map { String($0.version) }.joined(separator: ", "))"
+    }
+
+    var json: JSONValue {
+        .object([
+            "applied": .array(
+                applied.map { .object(["version": .integer(Int64($0.version)), "name": .string($0.name)]) }),
+            "schema_version_before": versionBefore.map { .integer(Int64($0)) } ?? .null,
+            "schema_version_after": versionAfter.map { .integer(Int64($0)) } ?? .null,
+            "up_to_date": .bool(applied.isEmpty),
+        ])
     }
 }
 

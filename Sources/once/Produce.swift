@@ -16,6 +16,8 @@ struct Produce: AsyncParsableCommand {
             id), else its event id, so that one key stays in one partition.
             """)
 
+    typealias Format = TextOrJSON
+
     @OptionGroup var connection: ConnectionOptions
 
     @Option(help: "Send every record to this topic.")
@@ -26,6 +28,9 @@ struct Produce: AsyncParsableCommand {
 
     @Option(help: "Send each file this many times in a row (exact redeliveries).")
     var `repeat` = 1
+
+    @Option(help: "text or json.")
+    var format: Format = .text
 
     @Argument(help: "JSON-lines files.")
     var files: [String]
@@ -57,22 +62,79 @@ struct Produce: AsyncParsableCommand {
             configuration.messageTimeout = .seconds(15)
             return configuration
         }())
-        var sent = 0
-        var failures: [String: Int] = [:]
+        var delivered = Deliveries()
         for _ in 0..<self.repeat {
             for chunk in stride(from: 0, to: records.count, by: 5000) {
                 for result in try await producer.send(Array(records[chunk..<min(chunk + 5000, records.count)])) {
-                    switch result {
-                    case .success: sent += 1
-                    case .failure(let error): failures["\(error)", default: 0] += 1
-                    }
+                    delivered.record(result)
                 }
             }
         }
         await producer.close()
-        print("produced \(sent) records from \(files.count) file(s)")
-        guard failures.isEmpty else {
-            throw CommandFailure("\(failures.values.reduce(0, +)) records failed: \(failures.keys.sorted().joined(separator: "; "))")
+        switch format {
+        case .json: print(JSONWriter.serializeString(delivered.json(files: files.count, repeats: self.repeat)))
+        case .text: print("produced \(delivered.sent) records from \(files.count) file(s)")
+        }
+        guard delivered.failures.isEmpty else {
+            throw CommandFailure(
+                "\(delivered.failed) records failed: \(delivered.failures.keys.sorted().joined(separator: "; "))")
+        }
+    }
+
+    /// What the broker acknowledged, per topic and partition, and what failed, per error.
+    struct Deliveries {
+        /// Records acknowledged by one partition, and the lowest and highest offset it gave them.
+        struct Partition {
+            var records = 0
+            var firstOffset = Int64.max
+            var lastOffset = Int64.min
+
+            mutating func add(_ offset: Int64) {
+                records += 1
+                firstOffset = min(firstOffset, offset)
+                lastOffset = max(lastOffset, offset)
+            }
+        }
+
+        private(set) var partitions: [TopicPartition: Partition] = [:]
+        /// Records that failed, by the error's text.
+        private(set) var failures: [String: Int] = [:]
+
+        var sent: Int { partitions.values.map(\.records).reduce(0, +) }
+        var failed: Int { failures.values.reduce(0, +) }
+
+        mutating func record(_ result: Result<KafkaDeliveryReport, KafkaError>) {
+            switch result {
+            case .success(let report):
+                partitions[TopicPartition(report.topic, report.partition), default: Partition()].add(report.offset)
+            case .failure(let error):
+                failures["\(error)", default: 0] += 1
+            }
+        }
+
+        /// The text line's counts, with where the records went (partitions sorted by topic,
+        /// then partition) and the failures' errors.
+        func json(files: Int, repeats: Int) -> JSONValue {
+            .object([
+                "files": .integer(Int64(files)),
+                "repeat": .integer(Int64(repeats)),
+                "produced": .integer(Int64(sent)),
+                "failed": .integer(Int64(failed)),
+                "partitions": .array(
+                    partitions.sorted { $0.key < $1.key }.map { key, partition in
+                        .object([
+                            "topic": .string(key.topic),
+                            "partition": .integer(Int64(key.partition)),
+                            "records": .integer(Int64(partition.records)),
+                            "first_offset": .integer(partition.firstOffset),
+                            "last_offset": .integer(partition.lastOffset),
+                        ])
+                    }),
+                "failures": .array(
+                    failures.sorted { $0.key < $1.key }.map {
+                        .object(["error": .string($0.key), "records": .integer(Int64($0.value))])
+                    }),
+            ])
         }
     }
 
