@@ -258,4 +258,19 @@ struct StatusTests {
         #expect(unreachable.output.contains("cannot reach the database"))
         #expect(unreachable.output.split(separator: "\n").count == 1, "\(unreachable.output)")
     }
+
+    @Test func theWatermarkFootnoteAppearsOnlyWhereTheBrokerUnderReportsItsEnd() async throws {
+        let fixture = try await OperatorFixture.make(partitions: 2)
+        // Partition 0: one record per produce request (exact); partition 1: five in one request,
+        // for which Tansu reports the end as the first offset + 1.
+        try await fixture.produce((0..<3).map { fixture.grant("one\($0)") }, partition: 0)
+        try await fixture.produce((0..<5).map { fixture.grant("five\($0)") }, partition: 1, together: true)
+        try await fixture.processAll()
+        let status = try await fixture.once(["status"])
+        #expect(
+            status.output.contains("high watermark below the stored position on 1 partition(s) (\(fixture.topic)/1)"),
+            "\(status.output)")
+        #expect(!status.output.contains("\(fixture.topic)/0)"), "partition 0's end is exact")
+        await fixture.tearDown()
+    }
 }
