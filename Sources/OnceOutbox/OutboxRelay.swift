@@ -6,9 +6,13 @@ import OncePostgres
 import OnceTracing
 import ServiceLifecycle
 
-/// Publishes outbox rows to Kafka in id order, marking each published after the broker
-/// acknowledged it. Delivery is at least once: a row whose publication is not recorded (a crash
-/// between acknowledgement and update) is published again, with the same payload and event id.
+/// Publishes outbox rows to Kafka in id order, and records how far it got without rewriting
+/// them: every row below the floor it records in `outbox_relay` is published (the view
+/// `outbox_publication` answers per row). Delivery is at least once: a row published above the
+/// recorded floor (a crash before the floor moved past it) is published again, with the same
+/// payload and event id. Rows are written once, by their transaction; the relay only reads
+/// them, but for the rare mark that keeps a merged gap from re-reading what it published
+/// (`OutboxPosition.advance`).
 ///
 /// One relay is active across all processes: the one holding a session-level advisory lock;
 /// the others stand by and take over when its session ends. The active relay wakes on
@@ -131,7 +135,7 @@ public final class OutboxRelay: Service, Sendable {
 
     /// Publishes up to `batchSize` rows, the smallest unpublished ids visible in the position's
     /// read ranges (rows that committed late below the head first, by their ids); returns how
-    /// many were marked published.
+    /// many the broker acknowledged.
     func publishOnce(session: PostgresSession, producer: KafkaProducer, position: inout OutboxPosition) async throws -> Int {
         let floorBefore = position.floor
         let read = try await Self.read(position.readRanges, limit: batchSize, session: session)
@@ -156,8 +160,7 @@ public final class OutboxRelay: Service, Sendable {
         }
         if !rows.isEmpty { publishDuration.record(duration: ContinuousClock.now - sendStarted) }
         // Mark the acknowledged prefix: a later row of the same key must not overtake a failed one.
-        let acknowledgedRows = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0)
-        let acknowledged = acknowledgedRows.map(\.id)
+        let acknowledged = zip(rows, results).prefix { (try? $0.1.get()) != nil }.map(\.0.id)
         if !acknowledged.isEmpty { published.increment(by: acknowledged.count) }
         if acknowledged.count < rows.count, case .failure(let error) = results[acknowledged.count] {
             publishFailures.increment()
@@ -168,17 +171,11 @@ public final class OutboxRelay: Service, Sendable {
         let examined: Int64 =
             acknowledged.count < rows.count ? rows[acknowledged.count].id
             : rows.count < batchSize ? .max : rows[rows.count - 1].id + 1
-        position.advance(published: acknowledged, examinedBelow: examined, horizon: read.horizon)
+        let merged = position.advance(published: acknowledged, examinedBelow: examined, horizon: read.horizon)
         let floor = position.floor
-        if !acknowledged.isEmpty || floor > floorBefore {
+        if !merged.isEmpty || floor > floorBefore {
             try await session.withConnection { db in
-                if !acknowledged.isEmpty {
-                    // The rows' buckets prune the update to their partitions (usually one).
-                    try db.query(
-                        prepared: "once_relay_mark",
-                        "UPDATE outbox SET published_at = now() WHERE bucket = ANY($2::text[]::timestamptz[]) AND id = ANY($1::bigint[])",
-                        [.int64Array(acknowledged), .textArray(Array(Set(acknowledgedRows.map(\.bucket))))])
-                }
+                if !merged.isEmpty { try Self.mark(merged, on: db) }
                 if floor > floorBefore { try Self.record(floor: floor, on: db) }
             }
         }
@@ -198,12 +195,11 @@ public final class OutboxRelay: Service, Sendable {
                         SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
                                pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
                     )
-                    SELECT h.oldest_running, h.next_xid, o.id, o.topic, o.message_key, o.payload, o.headers::text,
-                           o.bucket::text
+                    SELECT h.oldest_running, h.next_xid, o.id, o.topic, o.message_key, o.payload, o.headers::text
                     FROM horizon h LEFT JOIN LATERAL (
                         SELECT x.* FROM unnest($1::bigint[], $2::bigint[]) AS r(low, high)
                         CROSS JOIN LATERAL (
-                            SELECT id, topic, message_key, payload, headers, bucket FROM outbox
+                            SELECT id, topic, message_key, payload, headers FROM outbox
                             WHERE id >= r.low AND id < r.high AND published_at IS NULL ORDER BY id LIMIT $3
                         ) x
                         ORDER BY x.id LIMIT $3
@@ -212,6 +208,18 @@ public final class OutboxRelay: Service, Sendable {
                     """,
                     [.int64Array(ranges.map(\.lowerBound)), .int64Array(ranges.map(\.upperBound)), .int(limit)]))
         }
+    }
+
+    /// Marks the rows of `ranges` published: ids between two gaps that merged are published
+    /// (or never committed), and the read through the merged gap must not publish them again.
+    static func mark(_ ranges: [Range<Int64>], on db: PostgresConnection) throws {
+        try db.execute(
+            """
+            UPDATE outbox o SET published_at = now()
+            FROM unnest($1::bigint[], $2::bigint[]) AS r(low, high)
+            WHERE o.id >= r.low AND o.id < r.high AND o.published_at IS NULL
+            """,
+            [.int64Array(ranges.map(\.lowerBound)), .int64Array(ranges.map(\.upperBound))])
     }
 
     /// Keeps the floor for the next relay (and for `once status`); it never moves back.
@@ -229,8 +237,9 @@ public final class OutboxRelay: Service, Sendable {
         try db.query(prepared: "once_relay_backlog", "SELECT count(*) FROM \(unpublishedRows)")[0].decode(Int64.self, column: 0)
     }
 
-    /// Outbox rows not yet published, for queries outside the relay: every row below the
-    /// recorded floor is published, so only the rows from there on need looking at.
+    /// Outbox rows not known to be published, for queries outside the relay: every row below
+    /// the recorded floor is published, and rows above it are counted unless marked (a relay
+    /// that publishes above its floor counts them until the floor passes them, within seconds).
     public static let unpublishedRows =
         "outbox WHERE id >= (SELECT coalesce(max(floor), 1) FROM outbox_relay) AND published_at IS NULL"
 }
@@ -246,6 +255,9 @@ public final class OutboxRelay: Service, Sendable {
 ///   row takes its id, which `OutboxWriter` makes sure of); the first read after that which
 ///   looks through it settles it, publishing what it finds;
 /// - `floor`: every row below it is published (or was rolled back, or never existed).
+/// Below the head, the ids outside the gaps are published (or can no longer appear): reads skip
+/// them by skipping the ranges between the gaps. When two gaps merge, the ids between them are
+/// inside a range again, so `advance` hands them back for the relay to mark published.
 /// A pure value; the relay keeps it and records the floor in `outbox_relay`, where a restarted
 /// relay (which starts with its head there), `once status` and `once run --until-idle` find it.
 struct OutboxPosition: Sendable, Hashable {
@@ -271,8 +283,11 @@ struct OutboxPosition: Sendable, Hashable {
     var readRanges: [Range<Int64>] { gaps.map(\.range) + [head..<Int64.max] }
 
     /// Takes in one read: `published` are the ids it published (in order), and every id below
-    /// `bound` in the read ranges was looked at by a read with `horizon`.
-    mutating func advance(published: [Int64], examinedBelow bound: Int64, horizon: OutboxHorizon) {
+    /// `bound` in the read ranges was looked at by a read with `horizon`. Returns the id ranges
+    /// that merged gaps took in (published or empty ids), which the relay must mark published.
+    @discardableResult
+    mutating func advance(published: [Int64], examinedBelow bound: Int64, horizon: OutboxHorizon) -> [Range<Int64>] {
+        var merged: [Range<Int64>] = []
         var next: [Gap] = []
         func keep(_ range: Range<Int64>, settledFrom: Int64) {
             guard !range.isEmpty else { return }
@@ -307,11 +322,14 @@ struct OutboxPosition: Sendable, Hashable {
                 gaps[$0 + 1].range.lowerBound - gaps[$0].range.upperBound
                     < gaps[$1 + 1].range.lowerBound - gaps[$1].range.upperBound
             }!
-            let merged = Gap(
+            let between = gaps[closest].range.upperBound..<gaps[closest + 1].range.lowerBound
+            if !between.isEmpty { merged.append(between) }
+            let joined = Gap(
                 range: gaps[closest].range.lowerBound..<gaps[closest + 1].range.upperBound,
                 settledFrom: max(gaps[closest].settledFrom, gaps[closest + 1].settledFrom))
-            gaps.replaceSubrange(closest...(closest + 1), with: [merged])
+            gaps.replaceSubrange(closest...(closest + 1), with: [joined])
         }
+        return merged.sorted { $0.lowerBound < $1.lowerBound }
     }
 }
 
@@ -335,7 +353,7 @@ struct OutboxRead {
         rows = try result.compactMap { row in
             guard let id = try row.decode(Int64?.self, column: 2) else { return nil }  // no row: the horizon alone
             return OutboxRow(
-                id: id, bucket: try row.decode(String.self, column: 7),
+                id: id,
                 record: KafkaOutgoingRecord(
                     topic: try row.decode(String.self, column: 3),
                     key: try row.decode(String?.self, column: 4).map { Array($0.utf8) },
@@ -347,8 +365,6 @@ struct OutboxRead {
 
 struct OutboxRow: Sendable {
     var id: Int64
-    /// Its partition's bucket, as text.
-    var bucket: String
     var record: KafkaOutgoingRecord
 }
 

@@ -238,5 +238,19 @@ extension Migration {
                 """,
                 "CREATE INDEX once_replays_group ON once_replays (consumer_group, id)",
             ]),
+        Migration(
+            version: 7,
+            name: "the relay records its floor instead of rewriting outbox rows",
+            statements: [
+                // Which rows are published, now that the relay no longer sets `published_at` on
+                // each (rows published before this migration keep theirs): every row below the
+                // floor the relay records, and any row it marked.
+                """
+                CREATE VIEW outbox_publication AS
+                SELECT o.id, o.tenant_id, o.event_type, o.aggregate_id, o.topic, o.message_key, o.created_at,
+                       o.published_at IS NOT NULL OR o.id < f.floor AS published
+                FROM outbox o CROSS JOIN (SELECT coalesce(max(floor), 1) AS floor FROM outbox_relay) f
+                """
+            ]),
     ]
 }

@@ -40,6 +40,7 @@ public struct Privileges: Sendable, Hashable {
             Table("outbox_relay", ["SELECT", "UPDATE"]),
             Table("dead_letters", ["SELECT", "INSERT", "UPDATE"]),
             Table("once_replays", ["SELECT", "INSERT", "UPDATE"]),
+            Table("outbox_publication", ["SELECT"]),
         ],
         functions: ["once_ensure_partitions(timestamptz)", "once_partition_rows(text)"])
 

@@ -61,7 +61,7 @@ struct ConsumerPipelineTests {
         #expect(try database.scalar("SELECT count(*) FROM (SELECT event_id FROM processed_messages GROUP BY event_id HAVING count(*) > 1) d", as: Int64.self) == 0)
 
         // Every outbox row was published exactly once under normal running.
-        #expect(try database.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL", as: Int64.self) == 0)
+        #expect(try database.scalar("SELECT count(*) FROM outbox_publication WHERE NOT published", as: Int64.self) == 0)
         let published = try await consumeAll(topics.output, count: 300)
         #expect(published.count == 300)
         #expect(Set(published.compactMap(\.key)).count == 300)
@@ -108,7 +108,7 @@ struct ConsumerPipelineTests {
             try database.scalar("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets", as: Int64.self) == 9
         }
         try await eventually("the dead letters published") {
-            try database.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL", as: Int64.self) == 0
+            try database.scalar("SELECT count(*) FROM outbox_publication WHERE NOT published", as: Int64.self) == 0
         }
         try await running.stop()
 

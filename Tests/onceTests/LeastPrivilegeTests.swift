@@ -70,7 +70,7 @@ struct LeastPrivilegeTests {
 
         #expect(try fixture.count("SELECT count(*) FROM credit_ledger") == 30, "each grant once")
         #expect(try fixture.count("SELECT count(*) FROM dead_letters") == 1, "the poison, dead-lettered")
-        #expect(try fixture.count("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0, "everything published")
+        #expect(try fixture.count("SELECT count(*) FROM outbox_publication WHERE NOT published") == 0, "everything published")
         #expect(try fixture.balancesMatchLedger())
 
         // The run-time role may not change the schema.

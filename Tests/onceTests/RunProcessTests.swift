@@ -256,16 +256,16 @@ struct RunProcessTests {
         })
         let child = try setup.start()
         try await eventually("the relay part-way through", timeout: .seconds(120)) {
-            let published = try setup.count("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+            let published = try setup.count("SELECT count(*) FROM outbox_publication WHERE published")
             return published > 0 && published < Int64(grants)
         }
         child.signal(SIGKILL)
         try await child.waitForExit()
-        let publishedAtKill = try setup.count("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+        let publishedAtKill = try setup.count("SELECT count(*) FROM outbox_publication WHERE published")
         let rest = try await OnceProcess.run(try setup.arguments(["--until-idle", "3"]), timeout: .seconds(180))
         #expect(rest.status == 0, "\(rest.output)")
         #expect(publishedAtKill < Int64(grants))
-        #expect(try setup.count("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0)
+        #expect(try setup.count("SELECT count(*) FROM outbox_publication WHERE NOT published") == 0)
 
         // Every outbox event reached the topic, with the event id stored in the outbox, and per
         // key (account) in outbox order.

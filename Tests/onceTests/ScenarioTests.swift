@@ -73,7 +73,7 @@ struct ScenarioTests {
                 WHERE l.tenant_id = a.tenant_id AND l.account_id = a.account_id)
                 """) == 0)
             #expect(try count("SELECT count(*) FROM (SELECT 1 FROM credit_ledger GROUP BY tenant_id, kind, business_key HAVING count(*) > 1) d") == 0)
-            #expect(try count("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0)
+            #expect(try count("SELECT count(*) FROM outbox_publication WHERE NOT published") == 0)
         }
 
         func tearDown() async {

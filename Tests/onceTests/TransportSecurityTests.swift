@@ -101,7 +101,7 @@ struct TransportSecurityTests {
             #expect(try fixture.count("SELECT count(*) FROM dead_letters") == 0)
             // The relay published every outbox row to the TLS broker.
             #expect(try fixture.count("SELECT count(*) FROM outbox") > 0)
-            #expect(try fixture.count("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0)
+            #expect(try fixture.count("SELECT count(*) FROM outbox_publication WHERE NOT published") == 0)
             #expect(try fixture.balancesMatchLedger())
 
             // A second run over the same stream changes nothing.
