@@ -95,7 +95,7 @@ enum PeerStep {
                 let status = try await ended.wait(timeout: .seconds(1)) ?? -1
                 throw BenchFailure(
                     "the peer (pid \(ended.pid)) exited with status \(status) before every record was committed:\n"
-                        + ended.output.suffix(4000))
+                        + "\(ended.output.suffix(4000))")
             }
             guard ContinuousClock.now < deadline else {
                 await watch.stop()

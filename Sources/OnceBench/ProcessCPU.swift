@@ -67,7 +67,7 @@ struct CPUProbe: Sendable {
     /// `tansu broker` process listening on the port of `brokers`.
     static func locate(backendPID: Int32, brokers: String) -> CPUProbe {
         let postmaster = ProcessTimes.read(pid: backendPID).map(\.parent)
-        let port = brokers.split(separator: ",").first.flatMap { $0.split(separator: ":").last }.map(String.init)
+        let port = brokers.split(separator: ",").first.flatMap { $0.split(separator: ":").last }.map { String($0) }
         let broker = port.flatMap { ProcessTimes.find(program: "tansu", containing: ["broker", ":\($0)"]) }
         return CPUProbe(postmaster: postmaster, broker: broker)
     }

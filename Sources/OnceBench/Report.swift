@@ -167,8 +167,10 @@ struct BenchReport: Codable, Sendable {
             targets.append(
                 Target("batched ÷ the batched peer (completions only)", value: ratio, unit: "×", atLeast: 2.0))
         }
-        if let once = batched?.cpu?.postgresPerRecord, let ceiling = ceiling?.cpu?.postgresPerRecord, ceiling > 0 {
-            let ratio = once / ceiling
+        if let onceCPU = batched?.cpu?.postgresPerRecord, let ceilingCPU = ceiling?.cpu?.postgresPerRecord,
+            ceilingCPU > 0
+        {
+            let ratio = onceCPU / ceilingCPU
             postgresCPUOverCeiling = ratio
             targets.append(
                 Target("PostgreSQL CPU per record, batched ÷ ceiling", value: ratio, unit: "×", atMost: 1.3))
@@ -448,7 +450,7 @@ extension BenchReport {
         ]
         let counted = strategies.compactMap { name, cpu in cpu.map { (name, $0) } }
         guard !counted.isEmpty else { return [] }
-        func µs(_ value: Double?) -> String { value.map { String(format: "%.1f", $0) } ?? "–" }
+        func micro(_ value: Double?) -> String { value.map { String(format: "%.1f", $0) } ?? "–" }
         var lines = [
             "",
             "| CPU µs per record | client | PostgreSQL | broker | total | client is |",
@@ -456,8 +458,8 @@ extension BenchReport {
         ]
         for (name, cpu) in counted {
             lines.append(
-                "| \(name) | \(µs(cpu.clientPerRecord)) | \(µs(cpu.postgresPerRecord)) | \(µs(cpu.brokerPerRecord)) | "
-                    + "\(µs(cpu.totalPerRecord)) | \(cpu.client), \(count(cpu.records)) records over \(seconds(cpu.seconds)) |")
+                "| \(name) | \(micro(cpu.clientPerRecord)) | \(micro(cpu.postgresPerRecord)) | \(micro(cpu.brokerPerRecord)) | "
+                    + "\(micro(cpu.totalPerRecord)) | \(cpu.client), \(count(cpu.records)) records over \(seconds(cpu.seconds)) |")
         }
         lines.append("")
         lines.append(
