@@ -22,6 +22,9 @@ struct CeilingResult: Codable, Sendable {
     var outboxRows: Int
     var seconds: Double
     var eventsPerSecond: Double
+    /// CPU of the bench's sessions (the client), of the PostgreSQL cluster and of the broker
+    /// (idle here) while the sessions wrote.
+    var cpu: CPUUsage?
     var checks: [Check]
 }
 
@@ -48,6 +51,7 @@ enum CeilingStep {
                 configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-ceiling-\(index)"),
                 threadName: "once-bench-ceiling-\(index)")
         }
+        let cpuBefore = context.cpu.sample()
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (session, client) in sessions.enumerated() {
@@ -67,6 +71,9 @@ enum CeilingStep {
             try await group.waitForAll()
         }
         let seconds = (ContinuousClock.now - started).seconds
+        let cpu = CPUProbe.usage(
+            from: cpuBefore, to: context.cpu.sample(), client: .bench, clientName: "the bench's sessions",
+            records: records)
         for client in sessions { await client.close() }
 
         let db = try database.connect()
@@ -95,7 +102,7 @@ enum CeilingStep {
         return CeilingResult(
             connections: connections, chunk: chunk, transactions: chunks, records: records, processedRows: processed,
             ledgerRows: ledger, outboxRows: ledger, seconds: seconds, eventsPerSecond: Double(records) / seconds,
-            checks: checks)
+            cpu: cpu, checks: checks)
     }
 
     /// One transaction's share: `records` records of which the `processed` range gets

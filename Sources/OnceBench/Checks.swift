@@ -22,9 +22,18 @@ extension Array where Element == Check {
 /// pipeline keeps are `group`'s, so that a database may hold other loads as well. `outboxRows`
 /// is what the outbox should hold, when not one row per effect applied.
 enum Checks {
+    /// Whose tables the database holds.
+    enum Tables: Sendable {
+        /// once's migrations: every check.
+        case once
+        /// The peer's `schema.sql`: no dead letters nor credit conflicts to count, and stored
+        /// positions without once's generation and owner columns.
+        case peer
+    }
+
     static func consumer(
         _ database: BenchDatabase, group: String, tenant: String = Workload.tenant, expectation: Expectation,
-        outboxRows: Int? = nil
+        outboxRows: Int? = nil, tables: Tables = .once
     ) throws -> [Check] {
         let db = try database.connect()
         defer { db.close() }
@@ -89,18 +98,32 @@ enum Checks {
                 [.text(group)]))
         let positions = StoredPositions(consumerGroup: group)
         check("records below the stored positions", expectation.records, try positions.recordsBelow(on: db))
-        let stored = Dictionary(
-            try positions.positions(on: db).map { ($0.partition.partition, $0.nextOffset) }, uniquingKeysWith: { $1 })
+        let stored: [Int32: Int64?]
+        switch tables {
+        case .once:
+            stored = Dictionary(
+                try positions.positions(on: db).map { ($0.partition.partition, $0.nextOffset) },
+                uniquingKeysWith: { $1 })
+        case .peer:
+            stored = Dictionary(
+                try db.query(
+                    "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1", [.text(group)]
+                ).map { row in (try row.decode(Int32.self, column: 0), try row.decode(Int64?.self, column: 1)) },
+                uniquingKeysWith: { $1 })
+        }
         check(
             "partitions whose stored position differs from their record count", 0,
             Int64(Set(perPartition).union(stored.keys).filter { partition in
                 (stored[partition] ?? nil) != expectation.recordsPerPartition[partition].map { Int64($0) }
             }.count))
-        check(
-            "dead letters", 0, try count("SELECT count(*) FROM dead_letters WHERE consumer_group = $1", [.text(group)]))
-        check(
-            "credit conflicts", 0,
-            try count("SELECT count(*) FROM credit_conflicts WHERE tenant_id = $1", [.text(tenant)]))
+        if tables == .once {
+            check(
+                "dead letters", 0,
+                try count("SELECT count(*) FROM dead_letters WHERE consumer_group = $1", [.text(group)]))
+            check(
+                "credit conflicts", 0,
+                try count("SELECT count(*) FROM credit_conflicts WHERE tenant_id = $1", [.text(tenant)]))
+        }
         check(
             outboxRows == nil ? "outbox rows (one per effect)" : "outbox rows", outboxRows ?? expectation.applied,
             try count("SELECT count(*) FROM outbox WHERE tenant_id = $1", [.text(tenant)]))

@@ -12,6 +12,8 @@ struct BenchContext: Sendable {
     var connections: Int
     var maxBatch: Int
     var runID: String
+    /// The processes whose CPU each strategy is charged with.
+    var cpu: CPUProbe
 
     /// Client settings of the two latency steps, for this broker. Tansu 0.6 answers a fetch that
     /// finds nothing only after sleeping half of `fetch.wait.max.ms` (librdkafka's default is
@@ -60,6 +62,8 @@ struct ConsumeResult: Codable, Sendable {
     var largestSampledRSSBytes: Int
     var memorySamples: Int
     var batches: Int64
+    /// CPU of `once run` (launch to exit), of the PostgreSQL cluster and of the broker meanwhile.
+    var cpu: CPUUsage?
     var checks: [Check]
 }
 
@@ -89,6 +93,7 @@ enum ConsumeStep {
         for property in context.kafkaProperties { arguments += ["--kafka-property", property] }
         arguments += extraArguments
         let watch = try await CommitWatch(database: database, group: group, target: expectation.records)
+        let cpuBefore = context.cpu.sample()
         let launched = ContinuousClock.now
         let child = try context.once.start(arguments, logName: "\(strategy)-run")
         log("once run (\(strategy)): pid \(child.pid), \(expectation.records) records, log \(child.log.path)")
@@ -98,6 +103,9 @@ enum ConsumeStep {
             throw BenchFailure("once run (\(strategy)) did not finish within 900 s; log \(child.log.path)")
         }
         let processSeconds = (ContinuousClock.now - launched).seconds
+        let cpu = CPUProbe.usage(
+            from: cpuBefore, to: context.cpu.sample(), client: .children, clientName: "once run",
+            records: expectation.records)
         await watch.stop()
         guard status == 0 else {
             throw BenchFailure("once run (\(strategy)) exited with status \(status):\n\(child.output.suffix(4000))")
@@ -127,7 +135,7 @@ enum ConsumeStep {
             eventsPerSecond: Double(expectation.records) / seconds, processSeconds: processSeconds,
             exitStatus: status, peakRSSBytes: memory.highWaterKiB * 1024,
             largestSampledRSSBytes: memory.largestResidentKiB * 1024, memorySamples: memory.samples, batches: batches,
-            checks: try Checks.consumer(database, group: group, expectation: expectation))
+            cpu: cpu, checks: try Checks.consumer(database, group: group, expectation: expectation))
     }
 }
 

@@ -76,7 +76,8 @@ struct OnceBinary: Sendable {
     }
 }
 
-/// A running `once` process whose resident memory is sampled while it runs.
+/// A running child process (`once`, or the peer's Python) whose resident memory is sampled while
+/// it runs.
 final class OnceChild: @unchecked Sendable {
     // @unchecked Sendable: `process` is launched in init and only read afterwards (its pid,
     // whether it runs, how it ended), which Foundation's Process allows from any thread; the

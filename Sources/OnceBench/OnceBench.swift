@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import OnceKafka
+import OncePostgres
 
 /// `deploy/local/bench`'s driver. Against the local services, in one run: produces the
 /// completion workload (untimed), runs `once run` over it batched and per record, measures the
@@ -54,6 +55,23 @@ struct OnceBench: AsyncParsableCommand {
         name: .customLong("kafka-property"), help: "A librdkafka property for every once run (name=value); repeatable.")
     var kafkaProperties: [String] = []
 
+    @Option(
+        help:
+            "The batched peer's script, run from where it is (env ONCE_BENCH_PEER; default ../shared/peers/batched_consumer.py from the working directory)."
+    )
+    var peer: String?
+
+    @Option(help: "The peer's schema (default: schema.sql beside the script).")
+    var peerSchema: String?
+
+    @Option(
+        help: "A Python with confluent-kafka and psycopg for the peer (env ONCE_BENCH_PYTHON; default .local/venv/bin/python)."
+    )
+    var peerPython: String?
+
+    @Option(help: "Processes of the peer in one consumer group.")
+    var peerProcesses = 2
+
     @Option(help: "Sessions of the ceiling (default: one per core).")
     var ceilingConnections: Int?
 
@@ -79,8 +97,10 @@ struct OnceBench: AsyncParsableCommand {
     var seed: UInt64 = 20_261_122
 
     @Option(
-        help: "Comma-separated steps: json, read, batched, per-record, ceiling, replay, broker-latency, latency, retention.")
-    var steps = "json,read,batched,per-record,ceiling,replay,broker-latency,latency,retention"
+        help:
+            "Comma-separated steps: json, read, batched, per-record, peer, ceiling, replay, broker-latency, latency, retention."
+    )
+    var steps = "json,read,batched,per-record,peer,ceiling,replay,broker-latency,latency,retention"
 
     @Option(help: "Where the JSON report goes.")
     var json = "docs/benchmark-results.json"
@@ -99,12 +119,14 @@ struct OnceBench: AsyncParsableCommand {
             throw ValidationError("counts must be positive (and at least 2 accounts)")
         }
         let known: Set<String> = [
-            "json", "read", "broker-latency", "batched", "per-record", "ceiling", "replay", "latency", "retention",
+            "json", "read", "broker-latency", "batched", "per-record", "peer", "ceiling", "replay", "latency",
+            "retention",
         ]
         for step in stepList where !known.contains(step) { throw ValidationError("unknown step \(step)") }
         if stepList.contains("replay") && !stepList.contains("batched") {
             throw ValidationError("replay replays the batched run: include the batched step")
         }
+        guard peerProcesses > 0 else { throw ValidationError("--peer-processes must be positive") }
         guard historyRows >= 1_000, upgradeRows > 0 else {
             throw ValidationError("--history-rows must be at least 1000 and --upgrade-rows positive")
         }
@@ -136,10 +158,17 @@ struct OnceBench: AsyncParsableCommand {
         let logDirectory = URL(fileURLWithPath: logs)
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         let runID = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        // The postmaster is the parent of a backend of ours (when the server runs on this machine).
+        let backendPID: Int32 = try {
+            let db = try PostgresConnection(url: serverURL)
+            defer { db.close() }
+            return try db.query("SELECT pg_backend_pid()")[0].decode(Int32.self, column: 0)
+        }()
         let context = BenchContext(
             once: OnceBinary(path: onceBinary, logDirectory: logDirectory), serverURL: serverURL, brokers: brokers,
             kafkaProperties: ["max.poll.interval.ms=6000", "session.timeout.ms=6000"] + kafkaProperties,
-            connections: connections, maxBatch: maxBatch, runID: runID)
+            connections: connections, maxBatch: maxBatch, runID: runID,
+            cpu: CPUProbe.locate(backendPID: backendPID, brokers: brokers))
         let steps = Set(stepList)
         func say(_ text: String) {
             FileHandle.standardError.write(Data("bench: \(text)\n".utf8))
@@ -149,6 +178,17 @@ struct OnceBench: AsyncParsableCommand {
         say(
             "machine: \(machine.cores) cores, \(Int(machine.cpuBusyBeforeStart * 100))% busy in the last second, load \(machine.loadAverageAtStart); run \(runID)"
         )
+        say(
+            "cpu: PostgreSQL's postmaster \(context.cpu.postmaster.map(String.init) ?? "not found (CPU not counted)"), "
+                + "the broker \(context.cpu.broker.map(String.init) ?? "not found (CPU not counted)")")
+        let peerScript = peer ?? environment["ONCE_BENCH_PEER"] ?? "../shared/peers/batched_consumer.py"
+        let peerSettings = PeerSettings(
+            script: peerScript,
+            schema: peerSchema
+                ?? URL(fileURLWithPath: peerScript).deletingLastPathComponent().appendingPathComponent("schema.sql").path,
+            python: peerPython ?? environment["ONCE_BENCH_PYTHON"] ?? ".local/venv/bin/python",
+            processes: peerProcesses)
+        let peerMissing = stepList.contains("peer") ? peerSettings.missing() : nil
 
         // The workload, produced before anything is timed.
         let workload = Workload(
@@ -162,11 +202,17 @@ struct OnceBench: AsyncParsableCommand {
             latency: "once-bench-\(runID)-latency",
             floor: "once-bench-\(runID)-floor",
             retentionLatency: "once-bench-\(runID)-retention-latency",
-            upgrade: "once-bench-\(runID)-upgrade"
+            upgrade: "once-bench-\(runID)-upgrade",
+            completions: "once-bench-\(runID)-completions"
         )
         let allTopics = [
             topics.main, topics.prefix, topics.latency, topics.floor, topics.retentionLatency, topics.upgrade,
+            topics.completions,
         ]
+        // The peer reads `data.batch_id` of every event: it takes the workload's completions only
+        // (with their duplicates and redeliveries), and once runs over the same topic beside it.
+        let completions = workload.expectation(only: .charge)
+        let runPeer = steps.contains("peer") && peerMissing == nil
         let admin = try await KafkaAdmin(bootstrapServers: brokers)
         try await admin.createTopics(allTopics.map { KafkaTopicSpecification(name: $0, partitions: partitions) })
         let produceStarted = ContinuousClock.now
@@ -175,6 +221,10 @@ struct OnceBench: AsyncParsableCommand {
         }
         if steps.contains("per-record") {
             try await produce(workload.outgoing(topic: topics.prefix, count: prefixCount), brokers: brokers)
+        }
+        if runPeer {
+            try await produce(workload.outgoing(topic: topics.completions, only: .charge), brokers: brokers)
+            say("produced the \(completions.records) completion records of the workload to \(topics.completions) (not timed)")
         }
         let produceSeconds = (ContinuousClock.now - produceStarted).seconds
         say(
@@ -228,6 +278,32 @@ struct OnceBench: AsyncParsableCommand {
                     maxBatch: 1, context: context, log: say)
                 report.perRecord = result
                 say(summary(result))
+            }
+            if steps.contains("peer") {
+                if let peerMissing {
+                    say("peer: skipped: \(peerMissing)")
+                    report.peerSkipped = peerMissing
+                } else {
+                    say(
+                        "peer: once run --max-batch \(maxBatch) --connections \(connections) over the \(completions.records) "
+                            + "completion records, then \(peerProcesses) processes of \(peerSettings.script) over the same topic")
+                    let once = try await ConsumeStep.run(
+                        strategy: "batched-completions", database: "once_bench_batched_completions",
+                        topic: topics.completions, expectation: completions, maxBatch: maxBatch, context: context,
+                        log: say)
+                    report.batchedCompletions = once
+                    say(summary(once))
+                    let result = try await PeerStep.run(
+                        settings: peerSettings, topic: topics.completions, expectation: completions, context: context,
+                        log: say)
+                    report.peer = result
+                    say(
+                        "peer: \(Int(result.eventsPerSecond)) events/s (\(result.records) records in "
+                            + "\(String(format: "%.2f", result.seconds)) s); once batched over the same topic "
+                            + "\(String(format: "%.2f", once.eventsPerSecond / result.eventsPerSecond))×; peak RSS "
+                            + "\(result.peakRSSBytes.map { String($0 / 1_000_000) }.joined(separator: " / ")) MB; checks "
+                            + "\(result.checks.allPassed ? "passed" : "FAILED")")
+                }
             }
             if steps.contains("ceiling") {
                 let sessions = ceilingConnections ?? machine.cores

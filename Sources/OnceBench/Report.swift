@@ -128,11 +128,20 @@ struct BenchReport: Codable, Sendable {
     var batched: ConsumeResult?
     var perRecord: ConsumeResult?
     var ceiling: CeilingResult?
+    /// `once run` batched over the peer's topic (the workload's completions only).
+    var batchedCompletions: ConsumeResult?
+    var peer: PeerResult?
+    /// Why the peer step did not run, when it was asked for and could not.
+    var peerSkipped: String?
     var replay: ReplayResult?
     var latency: LatencyResult?
     var retention: RetentionResult?
     var batchedOverPerRecord: Double?
     var batchedOverCeiling: Double?
+    /// once batched ÷ the peer, both over the completions topic.
+    var batchedOverPeer: Double?
+    /// PostgreSQL's CPU per record under once batched ÷ under the ceiling.
+    var postgresCPUOverCeiling: Double?
     var targets: [Target]
     var failures: [String]
     var totalSeconds: Double
@@ -150,6 +159,21 @@ struct BenchReport: Codable, Sendable {
             let ratio = batched.eventsPerSecond / ceiling.eventsPerSecond
             batchedOverCeiling = ratio
             targets.append(Target("batched ÷ ceiling", value: ratio, unit: "×", atLeast: 0.6))
+            targets.append(Target("batched ÷ ceiling (issue 14)", value: ratio, unit: "×", atLeast: 0.5))
+        }
+        if let once = batchedCompletions, let peer {
+            let ratio = once.eventsPerSecond / peer.eventsPerSecond
+            batchedOverPeer = ratio
+            targets.append(
+                Target("batched ÷ the batched peer (completions only)", value: ratio, unit: "×", atLeast: 2.0))
+        }
+        if let onceCPU = batched?.cpu?.postgresPerRecord, let ceilingCPU = ceiling?.cpu?.postgresPerRecord,
+            ceilingCPU > 0
+        {
+            let ratio = onceCPU / ceilingCPU
+            postgresCPUOverCeiling = ratio
+            targets.append(
+                Target("PostgreSQL CPU per record, batched ÷ ceiling", value: ratio, unit: "×", atMost: 1.3))
         }
         if let replay {
             targets.append(
@@ -192,6 +216,8 @@ struct BenchReport: Codable, Sendable {
         collect("batched", batched?.checks)
         collect("per-record", perRecord?.checks)
         collect("ceiling", ceiling?.checks)
+        collect("batched (completions only)", batchedCompletions?.checks)
+        collect("peer", peer?.checks)
         collect("replay", replay?.checks)
         collect("latency", latency?.checks)
         collect("retention", retention?.allChecks)
@@ -231,6 +257,22 @@ struct BenchReport: Codable, Sendable {
                 "| per-record (`--max-batch 1`) | \(count(perRecord.eventsPerSecond)) events/s | "
                     + "first \(count(perRecord.records)) records of the same workload in \(seconds(perRecord.seconds)) |"
             )
+        }
+        if let once = batchedCompletions {
+            lines.append(
+                "| batched, completions only (the peer's topic) | \(count(once.eventsPerSecond)) events/s | "
+                    + "the workload's \(count(once.records)) completion records in \(seconds(once.seconds)), "
+                    + "~\(count(Int(once.batches))) transactions |")
+        }
+        if let peer {
+            lines.append(
+                "| the batched peer (Python, \(peer.processes) processes) | \(count(peer.eventsPerSecond)) events/s | "
+                    + "`\(URL(fileURLWithPath: peer.script).lastPathComponent)` over the same \(count(peer.records)) records in "
+                    + "\(seconds(peer.seconds)), ~\(count(Int(peer.batches))) transactions; once batched "
+                    + (batchedOverPeer.map { String(format: "%.2f×", $0) } ?? "?") + " |")
+        }
+        if let peerSkipped {
+            lines.append("| the batched peer | skipped | \(peerSkipped) |")
         }
         if let ceiling {
             lines.append(
@@ -285,7 +327,17 @@ struct BenchReport: Codable, Sendable {
         if let latency {
             lines.append("| peak RSS of `once run` (latency) | \(mb(latency.peakRSSBytes)) MB | VmHWM |")
         }
+        if let once = batchedCompletions {
+            lines.append(
+                "| peak RSS of `once run` (completions only) | \(mb(once.peakRSSBytes)) MB | VmHWM, \(count(once.memorySamples)) samples |")
+        }
+        if let peer {
+            lines.append(
+                "| peak RSS of the peer | \(mb(peer.largestPeakRSSBytes)) MB | VmHWM of the largest of its \(peer.processes) "
+                    + "processes (\(peer.peakRSSBytes.map { mb($0) }.joined(separator: " / ")) MB) |")
+        }
         if let retention { lines += Self.retentionRows(retention) }
+        lines += cpuRows()
         lines.append("")
         lines.append("| target | this run | verdict |")
         lines.append("| --- | ---: | --- |")
@@ -303,6 +355,7 @@ struct BenchReport: Codable, Sendable {
         lines.append("| --- | --- |")
         for (strategy, checks) in [
             ("batched", batched?.checks), ("per-record", perRecord?.checks), ("ceiling", ceiling?.checks),
+            ("batched (completions only)", batchedCompletions?.checks), ("peer", peer?.checks),
             ("replay", replay?.checks), ("latency", latency?.checks), ("retention", retention?.allChecks),
         ] {
             guard let checks else { continue }
@@ -386,6 +439,38 @@ extension BenchReport {
                 + "\(count(upgrade.redeliveriesPerSecond)) records/s, "
                 + (upgrade.checks.allPassed ? "nothing applied twice |" : "**checks failed** |"),
         ]
+    }
+
+    /// The table of CPU per record by process, when any strategy counted it.
+    func cpuRows() -> [String] {
+        let strategies: [(String, CPUUsage?)] = [
+            ("batched", batched?.cpu), ("per-record", perRecord?.cpu),
+            ("batched, completions only", batchedCompletions?.cpu),
+            ("the batched peer", peer?.cpu), ("ceiling", ceiling?.cpu),
+        ]
+        let counted = strategies.compactMap { name, cpu in cpu.map { (name, $0) } }
+        guard !counted.isEmpty else { return [] }
+        func micro(_ value: Double?) -> String { value.map { String(format: "%.1f", $0) } ?? "–" }
+        var lines = [
+            "",
+            "| CPU µs per record | client | PostgreSQL | broker | total | client is |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for (name, cpu) in counted {
+            lines.append(
+                "| \(name) | \(micro(cpu.clientPerRecord)) | \(micro(cpu.postgresPerRecord)) | \(micro(cpu.brokerPerRecord)) | "
+                    + "\(micro(cpu.totalPerRecord)) | \(cpu.client), \(count(cpu.records)) records over \(seconds(cpu.seconds)) |")
+        }
+        lines.append("")
+        lines.append(
+            "CPU from `/proc/PID/stat` (utime + stime, and cutime + cstime for reaped children) before and after each "
+                + "strategy: the client's processes, every process of the PostgreSQL cluster (the postmaster, its children, "
+                + "and the backends that exited), the broker. The cluster and the broker are shared with whatever else "
+                + "ran meanwhile."
+                + (postgresCPUOverCeiling.map {
+                    String(format: " PostgreSQL per record, batched ÷ ceiling: %.2f×.", $0)
+                } ?? ""))
+        return lines
     }
 
     /// "31, 45, 80, 120 ms": the p99 of each window, in order.

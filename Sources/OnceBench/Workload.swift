@@ -127,22 +127,31 @@ struct Workload: Sendable {
             """.utf8)
     }
 
-    /// The Kafka records of the first `count` records, keyed by business key.
-    func outgoing(topic: String, count: Int? = nil) -> [KafkaOutgoingRecord] {
-        records.prefix(count ?? records.count).map { record in
+    /// The Kafka records of the first `count` records (of those of `kind`, if given), keyed by
+    /// business key.
+    func outgoing(topic: String, count: Int? = nil, only kind: Kind? = nil) -> [KafkaOutgoingRecord] {
+        selected(count: count, only: kind).map { record in
             KafkaOutgoingRecord(
                 topic: topic, partition: record.partition, key: Array(logicals[record.logical].businessKey.utf8),
                 value: record.value)
         }
     }
 
-    /// What a correct consumer leaves behind after the first `count` records: replayed here the
-    /// way the contract says (an event id counts once; a business key is applied once).
-    func expectation(count: Int? = nil) -> Expectation {
+    /// The first `count` records, or those of `kind` among them, in produce order.
+    func selected(count: Int? = nil, only kind: Kind? = nil) -> [Record] {
+        let prefix = records.prefix(count ?? records.count)
+        guard let kind else { return Array(prefix) }
+        return prefix.filter { logicals[$0.logical].kind == kind }
+    }
+
+    /// What a correct consumer leaves behind after the first `count` records (of those of
+    /// `kind`, if given): replayed here the way the contract says (an event id counts once; a
+    /// business key is applied once).
+    func expectation(count: Int? = nil, only kind: Kind? = nil) -> Expectation {
         var expectation = Expectation()
         var ids = Set<String>()
         var applied = Set<Int>()
-        for record in records.prefix(count ?? records.count) {
+        for record in selected(count: count, only: kind) {
             expectation.records += 1
             expectation.recordsPerPartition[record.partition, default: 0] += 1
             guard ids.insert(record.eventID).inserted else { continue }
