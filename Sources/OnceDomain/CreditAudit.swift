@@ -408,7 +408,7 @@ public enum CreditAudit {
                 SELECT tenant_id, account_id, sum(amount) AS total FROM credit_ledger
                 WHERE \(tenantFilter) GROUP BY tenant_id, account_id
             ) l USING (tenant_id, account_id)
-            WHERE a.balance IS DISTINCT FROM coalesce(l.total, 0)
+            WHERE a.balance IS NULL OR a.balance IS DISTINCT FROM coalesce(l.total, 0)
             ORDER BY tenant_id, account_id
             """,
             [parameters[0]])

@@ -147,7 +147,7 @@ enum CreditLedger {
         let candidates = byKey.firsts
 
         // 1. Accounts not there yet, and the ledger rows, in one statement. An account that
-        //    exists is neither locked nor written here (the foreign key's check only shares it).
+        //    exists is neither locked nor written here.
         let rows = try db.query(
             prepared: "once_credit_post",
             """
