@@ -99,7 +99,7 @@ extension Console {
         let rows = try await database.withConnection { db in
             try db.query(
                 """
-                SELECT event_type, outcome, count(*) FROM processed_messages WHERE consumer_group = $1
+                SELECT coalesce(event_type, '(unreadable)'), outcome, count(*) FROM processed_messages WHERE consumer_group = $1
                 GROUP BY 1, 2 ORDER BY 1
                 """, [.text(group)]
             ).map { row in

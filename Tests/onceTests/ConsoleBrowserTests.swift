@@ -13,6 +13,10 @@ struct ConsoleBrowserTests {
     static let token = "browser-test-token"
     static let script = "<script>alert(1)</script>"
 
+    func step(_ text: String) {
+        FileHandle.standardError.write(Data("console browser test: \(text)\n".utf8))
+    }
+
     func save(_ name: String, _ browser: WebDriver) async throws {
         guard let directory = ProcessInfo.processInfo.environment["ONCE_CONSOLE_SCREENSHOTS"], !directory.isEmpty else {
             return
@@ -72,6 +76,7 @@ struct ConsoleBrowserTests {
         let browser = try await WebDriver()
         do {
             // Overview: the fixture's partitions with their owner and generation.
+            step("navigate " + "/console")
             try await browser.navigate(base + "/console")
             let partitions = try await browser.text("#partitions")
             #expect(partitions.contains(fixture.topic), "\(partitions)")
@@ -80,10 +85,13 @@ struct ConsoleBrowserTests {
             try await save("overview", browser)
 
             // Throughput: bars for this hour's minutes.
+            step("navigate " + "/console/throughput")
             try await browser.navigate(base + "/console/throughput")
             #expect(try await browser.findAll("#throughput-chart rect").count > 0)
             #expect(try await browser.text("main").contains("applied"))
             try await save("throughput", browser)
+
+            step("navigate " + "/console/outcomes")
 
             try await browser.navigate(base + "/console/outcomes")
             let outcomes = try await browser.text("#outcomes")
@@ -91,11 +99,15 @@ struct ConsoleBrowserTests {
             #expect(try await browser.text("#by-type").contains("credits.granted"))
             try await save("outcomes", browser)
 
+            step("navigate " + "/console/audit")
+
             try await browser.navigate(base + "/console/audit")
             let anomalies = try await browser.text("#anomalies")
             #expect(anomalies.contains("conflict"), "\(anomalies)")
             #expect(try await browser.text("#accounts").contains("acct-flow"))
             try await save("audit", browser)
+
+            step("navigate " + "/console/replays")
 
             try await browser.navigate(base + "/console/replays")
             let replays = try await browser.text("#replays")
@@ -104,6 +116,7 @@ struct ConsoleBrowserTests {
             try await save("replays", browser)
 
             // Log in: the header names the operator.
+            step("navigate " + "/console/login")
             try await browser.navigate(base + "/console/login")
             try await browser.type("#token", Self.token)
             try await browser.type("#operator", "browser-test")
@@ -116,6 +129,7 @@ struct ConsoleBrowserTests {
             try fixture.execute(
                 "UPDATE dead_letters SET payload = $2 WHERE id = $1",
                 [.int64(badCredits), .bytea(fixture.grant("bad-credits", credits: 5))])
+            step("navigate " + "/console/dead-letters")
             try await browser.navigate(base + "/console/dead-letters")
             #expect(try await browser.text("#dead-letters").contains("invalid_data"))
             try await save("dead-letters", browser)
@@ -136,6 +150,7 @@ struct ConsoleBrowserTests {
                     "SELECT count(*) FROM processed_messages WHERE event_id = 'bad-credits' AND outcome = 'applied'") == 1)
 
             // The script tag is text, and never runs; discard it with a note.
+            step("navigate to the script dead letter")
             try await browser.navigate(base + "/console/dead-letters/\(scriptLetter)")
             #expect(try await browser.text("#payload") == Self.script)
             #expect(try await !browser.hasAlert())
@@ -149,13 +164,14 @@ struct ConsoleBrowserTests {
             #expect(try await browser.text("#dl-note") == note)
             #expect(
                 try fixture.count(
-                    "SELECT count(*) FROM dead_letters WHERE id = $1 AND resolved_at IS NOT NULL AND note = $2",
+                    "SELECT count(*) FROM dead_letters WHERE id = $1 AND resolved_at IS NOT NULL AND resolution = 'discarded' AND resolution_note = $2",
                     [.int64(scriptLetter), .text(note)]) == 1)
 
             // Plan a reset of partition 1 to offset 2, then execute it.
             let generation = try fixture.count(
                 "SELECT generation FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = 1",
                 [.text(fixture.group), .text(fixture.topic)])
+            step("navigate " + "/console/offsets")
             try await browser.navigate(base + "/console/offsets")
             try await browser.type("#scope", "\(fixture.topic):1")
             try await browser.select("#target", value: "offset")

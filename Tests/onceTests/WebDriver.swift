@@ -34,8 +34,18 @@ final class WebDriver: @unchecked Sendable {
         driver.standardOutput = FileHandle.nullDevice
         driver.standardError = FileHandle.nullDevice
         try driver.run()
-        try await eventually("chromedriver answers", timeout: .seconds(20)) {
-            (try? await self.call("GET", "/status"))?["value"] != nil
+        var lastError = "no answer"
+        do {
+            try await eventually("chromedriver answers", timeout: .seconds(20)) {
+                do {
+                    return try await self.call("GET", "/status")["value"] != nil
+                } catch {
+                    lastError = "\(error)"
+                    return false
+                }
+            }
+        } catch {
+            throw WebDriverError("chromedriver on port \(port) did not answer (running: \(driver.isRunning)): \(lastError)")
         }
         let capabilities: [String: Any] = [
             "capabilities": [
@@ -62,8 +72,9 @@ final class WebDriver: @unchecked Sendable {
 
     func quit() async {
         _ = try? await call("DELETE", "/session/\(sessionID)")
-        driver.terminate()
-        driver.waitUntilExit()
+        // chromedriver does not always end on SIGTERM; it holds nothing worth a clean stop.
+        kill(driver.processIdentifier, SIGKILL)
+        _ = try? await eventually("chromedriver ended", timeout: .seconds(10)) { !driver.isRunning }
     }
 
     // MARK: Commands
@@ -158,16 +169,9 @@ final class WebDriver: @unchecked Sendable {
     private func call(_ method: String, _ path: String, _ body: [String: Any]? = nil, allowError: Bool = false)
         async throws -> [String: Any]
     {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-        request.httpMethod = method
-        request.timeoutInterval = 60
-        if let body {
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.httpBody = try JSONSerialization.data(withJSONObject: body)
-        }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let payload = try body.map { try JSONSerialization.data(withJSONObject: $0) }
+        let (status, data) = try await plainHTTP(port: port, method: method, path: path, body: payload)
         let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         if status >= 400 && !allowError {
             throw WebDriverError("\(method) \(path): \(status) \(String(decoding: data, as: UTF8.self).prefix(600))")
         }
@@ -200,4 +204,64 @@ func freePort() throws -> Int {
     }
     guard named == 0 else { throw WebDriverError("getsockname() failed") }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// One HTTP/1.1 exchange on a connection of its own (`Connection: close`), on a thread of its
+/// own so that the blocking socket calls stay off the cooperative pool. chromedriver writes its
+/// header fields without a blank after the colon, which FoundationNetworking's parser rejects
+/// ("Failed writing header"); this reads them as RFC 9112 allows.
+func plainHTTP(port: Int, method: String, path: String, body: Data?) async throws -> (status: Int, body: Data) {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result { try blockingHTTP(port: port, method: method, path: path, body: body) })
+        }
+        thread.start()
+    }
+}
+
+private func blockingHTTP(port: Int, method: String, path: String, body: Data?) throws -> (status: Int, body: Data) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw WebDriverError("socket() failed") }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 45, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw WebDriverError("cannot connect to 127.0.0.1:\(port) (errno \(errno))") }
+    var request = Data(
+        ("\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
+            + "Content-Type: application/json\r\nContent-Length: \(body?.count ?? 0)\r\n\r\n").utf8)
+    if let body { request.append(body) }
+    try request.withUnsafeBytes { raw in
+        var sent = 0
+        while sent < raw.count {
+            let n = send(fd, raw.baseAddress! + sent, raw.count - sent, 0)
+            guard n > 0 else { throw WebDriverError("send() failed (errno \(errno))") }
+            sent += n
+        }
+    }
+    var received = Data()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    let separator = Data("\r\n\r\n".utf8)
+    while true {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n < 0 { throw WebDriverError("recv() failed (errno \(errno))") }
+        if n == 0 { break }
+        received.append(contentsOf: buffer[0..<n])
+        if let end = received.range(of: separator) {
+            let head = String(decoding: received[..<end.lowerBound], as: UTF8.self)
+            let length = head.split(separator: "\r\n").dropFirst().first { $0.lowercased().hasPrefix("content-length:") }
+                .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) }
+            if let length, received.count - end.upperBound >= length { break }
+        }
+    }
+    guard let end = received.range(of: separator) else { throw WebDriverError("no HTTP answer from port \(port)") }
+    let statusLine = String(decoding: received[..<end.lowerBound], as: UTF8.self).split(separator: " ")
+    guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw WebDriverError("a bad status line") }
+    return (status, Data(received[end.upperBound...]))
 }
