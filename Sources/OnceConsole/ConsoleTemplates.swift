@@ -179,7 +179,7 @@ enum ConsoleTemplates {
         <p class="muted">Plan first: nothing changes until the plan is confirmed. Executing moves the stored positions in consumer_offsets in one transaction, one generation bump per partition; members working on those partitions see the new generation and restart there.</p>
         {{#noBroker}}<div class="error">No broker configured: planning needs the broker's watermarks. Start the console with --brokers.</div>{{/noBroker}}
         <form class="filters card" method="get" action="/console/offsets" id="planner">
-        <div><label for="scope">Scope: all, or TOPIC[:P,P…], comma-free per line</label><input name="scope" id="scope" value="{{scope}}" size="34" placeholder="all"></div>
+        <div><label for="scope">Scope: all, or TOPIC, TOPIC:0,2 (several: blank-separated)</label><input name="scope" id="scope" value="{{scope}}" size="34" placeholder="all"></div>
         <div><label for="target">Target</label><select name="target" id="target">{{#targets}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/targets}}</select></div>
         <div><label for="value">Value (offset, RFC 3339 time, ±N, PT30M)</label><input name="value" id="value" value="{{value}}" size="26"></div>
         <div><button type="submit" class="plain" id="plan">Plan</button></div>

@@ -39,7 +39,7 @@ public struct ThroughputChart: Sendable, Hashable {
     public static let width = 720.0
     public static let height = 240.0
     static let left = 52.0
-    static let right = 8.0
+    static let right = 24.0
     static let top = 10.0
     static let bottom = 26.0
     public static let minutes = 60
