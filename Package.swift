@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
         // OTLP over HTTP only: the gRPC exporter's dependencies are not built.
         .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
@@ -124,6 +125,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The operator console: server-rendered pages over the operations API, and its actions.
+        .target(
+            name: "OnceConsole",
+            dependencies: [
+                "OnceDomain", "OnceJSON", "OnceKafka", "OnceOperations", "OncePipeline", "OncePostgres", "OnceSchema",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The handlers: credits (completions, grants), batch actions, jobs.
         .target(
             name: "OnceDomain",
@@ -139,7 +152,7 @@ let package = Package(
         .executableTarget(
             name: "once",
             dependencies: everyModule + [
-                "OnceServer",
+                "OnceConsole", "OnceServer",
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -178,7 +191,8 @@ let package = Package(
             ]),
         .testTarget(name: "OnceDomainTests", dependencies: [.product(name: "Crypto", package: "swift-crypto"), "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
         .testTarget(name: "OnceTracingTests", dependencies: ["OnceTracing", "OnceKafka"]),
-        .testTarget(name: "onceTests", dependencies: [.product(name: "Hummingbird", package: "hummingbird"), "once", "OnceServer", "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
+        .testTarget(name: "OnceConsoleTests", dependencies: ["OnceConsole"]),
+        .testTarget(name: "onceTests", dependencies: [.product(name: "Hummingbird", package: "hummingbird"), "once", "OnceConsole", "OnceServer", "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -21,7 +21,13 @@ import Synchronization
 /// Each body is one line saying why. The server owns one database session of its own, probed
 /// once a second, so that readiness follows the database within seconds without touching the
 /// pipeline's sessions. `run` returns on graceful shutdown or cancellation.
+///
+/// Other concerns (the console) add routes of their own through `routes`, closures run once on
+/// the router before it listens, so that this module depends on none of them.
 public struct OperationsServer: Service {
+    /// Adds routes to the endpoint's router; called once, before the server listens.
+    public typealias RouteInstaller = @Sendable (Router<BasicRequestContext>) -> Void
+
     /// Where it listens: `127.0.0.1:9464` unless `--http` says otherwise; port 0 takes any.
     public struct Address: Sendable, Hashable, CustomStringConvertible {
         public var host: String
@@ -54,10 +60,11 @@ public struct OperationsServer: Service {
     let relay: RelayStatus
     let databaseURL: String
     let logger: Logger
+    let routes: [RouteInstaller]
 
     public init(
         address: Address, registry: PrometheusCollectorRegistry, health: PipelineHealth, relay: RelayStatus,
-        databaseURL: String, logger: Logger
+        databaseURL: String, logger: Logger, routes: [RouteInstaller] = []
     ) {
         self.address = address
         self.registry = registry
@@ -65,6 +72,7 @@ public struct OperationsServer: Service {
         self.relay = relay
         self.databaseURL = databaseURL
         self.logger = logger
+        self.routes = routes
     }
 
     /// Makes swift-metrics report to a new Prometheus registry and returns it; call once per
@@ -104,6 +112,7 @@ public struct OperationsServer: Service {
             let (ready, line) = Self.readiness(database: probe.state(), health: health, relay: relay)
             return Self.line(ready ? .ok : .serviceUnavailable, line)
         }
+        for install in routes { install(router) }
         let logger = self.logger
         let address = self.address
         let application = Application(

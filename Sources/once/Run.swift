@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import OnceConsole
 import OnceDomain
 import OnceKafka
 import OnceOutbox
@@ -36,6 +37,9 @@ struct Run: AsyncParsableCommand {
 
     @Option(help: "Record spans and export them over OTLP/HTTP to this URL, e.g. http://127.0.0.1:4318/v1/traces (or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; the other OTEL_* variables apply). Without one no span is recorded; trace context is carried on either way.")
     var otlpEndpoint: String?
+
+    @Flag(name: .customLong("console"), inversion: .prefixedNo, help: "Serve the operator console under /console on the --http address (read-only unless ONCE_CONSOLE_TOKEN is set; not served on a non-loopback address without a token).")
+    var serveConsole = true
 
     /// Where spans go, when anywhere: the flag, or the standard environment variables.
     func spanExport() -> (endpoint: String?, enabled: Bool) {
@@ -110,10 +114,12 @@ struct Run: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // The span exporter stops after everything else, flushing the last spans.
         if let spans { services.append(.init(service: spans.service)) }
+        let console = try await startConsole(http: http, configuration: configuration, logger: logger)
         if let http, let metrics {
             let server = OperationsServer(
                 address: http, registry: metrics, health: pipeline.health, relay: relay.status,
-                databaseURL: configuration.databaseURL, logger: Logger(label: "once.http"))
+                databaseURL: configuration.databaseURL, logger: Logger(label: "once.http"),
+                routes: console.map { console in [{ router in console.addRoutes(to: router) }] } ?? [])
             services.append(.init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         // One lifecycle for all: SIGTERM or SIGINT (or the pipeline caught up, with
@@ -131,8 +137,37 @@ struct Run: AsyncParsableCommand {
                 logger: logger)
         lifecycle.maximumGracefulShutdownDuration = .seconds(30)
         let group = ServiceGroup(configuration: lifecycle)
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await console?.close()
+            throw error
+        }
+        await console?.close()
         await control.close()
+    }
+
+    /// The console for the HTTP endpoint, unless it is off or the address is not loopback and
+    /// no operator token is set (then one warning says so and the rest serves as before).
+    private func startConsole(http: OperationsServer.Address?, configuration: PipelineConfiguration, logger: Logger)
+        async throws -> Console?
+    {
+        guard serveConsole, let http else { return nil }
+        let token = ProcessInfo.processInfo.environment[ConsoleConfiguration.tokenVariable]
+        if let refusal = ConsoleListenPolicy.refusal(host: http.host, token: token) {
+            logger.warning("console not served: \(refusal)")
+            return nil
+        }
+        do {
+            return try await Console.connect(
+                configuration: ConsoleConfiguration(
+                    consumerGroup: configuration.consumerGroup, topics: configuration.topics,
+                    brokers: configuration.brokers, kafkaProperties: configuration.kafkaProperties, token: token,
+                    deadLetterTopic: configuration.deadLetterTopic),
+                databaseURL: configuration.databaseURL, logger: Logger(label: "once.console"))
+        } catch {
+            throw CommandFailure(oneLine("\(error)"))
+        }
     }
 
     /// swift-otel's tracer and its export service, when spans are to be exported; nothing else
