@@ -1,5 +1,6 @@
 import Foundation
 import OnceJSON
+import OnceOperations
 
 /// How the console writes times, ages, payloads and relative durations. Pure functions.
 enum ConsoleText {
@@ -46,38 +47,12 @@ enum ConsoleText {
     static func payload(_ bytes: [UInt8]?) -> (summary: String, text: String) {
         guard let bytes else { return ("(no value)", "") }
         if let document = try? JSONParser.parse(bytes) {
-            return ("\(bytes.count) bytes, JSON", prettyJSON(document))
+            return ("\(bytes.count) bytes, JSON", PayloadText.prettyJSON(document))
         }
         if let text = String(validating: bytes, as: UTF8.self), !text.unicodeScalars.contains(where: { $0.value < 9 }) {
             return ("\(bytes.count) bytes, text, not JSON", text)
         }
-        return ("\(bytes.count) bytes, binary", hexDump(bytes))
-    }
-
-    static func prettyJSON(_ value: JSONValue, indent: String = "") -> String {
-        let inner = indent + "  "
-        switch value {
-        case .array(let items) where !items.isEmpty:
-            return "[\n" + items.map { inner + prettyJSON($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
-        case .object(let members) where !members.isEmpty:
-            let lines = members.keys.sorted().map { key in
-                inner + JSONWriter.serializeString(.string(key)) + ": " + prettyJSON(members[key]!, indent: inner)
-            }
-            return "{\n" + lines.joined(separator: ",\n") + "\n\(indent)}"
-        default:
-            return JSONWriter.serializeString(value)
-        }
-    }
-
-    static func hexDump(_ bytes: [UInt8]) -> String {
-        stride(from: 0, to: bytes.count, by: 16).map { start in
-            let chunk = Array(bytes[start..<min(start + 16, bytes.count)])
-            let hex = chunk.map { ConsoleAccess.hex([$0]) }.joined(separator: " ")
-            let text = String(chunk.map { (0x20..<0x7f).contains($0) ? Character(UnicodeScalar($0)) : "." })
-            let offset = String(start, radix: 16)
-            return String(repeating: "0", count: max(0, 8 - offset.count)) + offset + "  "
-                + hex.padding(toLength: 48, withPad: " ", startingAt: 0) + " |" + text + "|"
-        }.joined(separator: "\n")
+        return ("\(bytes.count) bytes, binary", PayloadText.hexDump(bytes))
     }
 
     /// `text` on one line, at most `limit` characters.

@@ -176,11 +176,24 @@ public final class ConsumerPipeline: Service, Sendable {
             await perform(actions, on: consumer, table: table, waitForCommit: false)
             if !actions.commit.isEmpty { lastKafkaCommit = .now }
 
-            if let untilIdle, let quiet = table.quietSince(), ContinuousClock.now - quiet >= untilIdle, await isQuiet() {
+            if let untilIdle, let quiet = table.quietSince(), ContinuousClock.now - quiet >= untilIdle,
+                await reachedTheEnd(of: table.storedPositions, on: consumer), await isQuiet()
+            {
                 logger.info("caught up for \(untilIdle); stopping")
                 return
             }
         }
+    }
+
+    /// Whether every claimed partition's stored position is at the broker's end of its log, as
+    /// the broker reports it: quiet alone is not enough when the broker is slow to answer a
+    /// fetch (a loaded machine), or a partition's records have not come yet.
+    private func reachedTheEnd(of positions: [TopicPartition: Int64?], on consumer: KafkaConsumer) async -> Bool {
+        for (partition, next) in positions {
+            guard let marks = try? await consumer.watermarks(partition, timeout: .seconds(2)) else { return false }
+            if (next ?? marks.low) < marks.high { return false }
+        }
+        return true
     }
 
     private func perform(

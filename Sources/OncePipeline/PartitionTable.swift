@@ -300,6 +300,11 @@ struct PartitionSchedule {
     }
 
     var assignedPartitions: [TopicPartition] { slots.keys.sorted() }
+
+    /// Each claimed partition's stored next offset (nil: nothing stored yet).
+    var storedPositions: [TopicPartition: Int64?] {
+        slots.compactMapValues { slot in slot.fence.map { $0.nextOffset } }
+    }
 }
 
 /// `PartitionSchedule` shared by the poll loop, the batch workers, the claims and the
@@ -348,6 +353,7 @@ final class PartitionTable: @unchecked Sendable {
     func retrySeek(_ partition: TopicPartition, _ offset: Int64) { locked { $0.retrySeek(partition, offset) } }
     func quietSince() -> ContinuousClock.Instant? { locked { $0.quietSince() } }
     var assignedPartitions: [TopicPartition] { locked { $0.assignedPartitions } }
+    var storedPositions: [TopicPartition: Int64?] { locked { $0.storedPositions } }
 
     /// Partitions taken away: drop their records and wait (up to `timeout`) until their
     /// in-flight batches are over, so that the next owner starts after them.

@@ -150,10 +150,10 @@ struct DeadLetters: AsyncParsableCommand {
             }
             if let document = try? JSONParser.parse(payload) {
                 lines.append("payload (\(payload.count) bytes, JSON)")
-                lines.append(OperatorText.prettyJSON(document))
+                lines.append(PayloadText.prettyJSON(document))
             } else {
                 lines.append("payload (\(payload.count) bytes, not JSON)")
-                lines.append(OperatorText.hexDump(payload))
+                lines.append(PayloadText.hexDump(payload))
             }
             print(lines.joined(separator: "\n"))
         }
@@ -397,7 +397,7 @@ struct DeadLetters: AsyncParsableCommand {
             if let bytes = entry.payload, let document = try? JSONParser.parse(bytes) {
                 fields["payload_json"] = document
             } else {
-                fields["payload_hex"] = entry.payload.map { .string(OperatorText.hex($0)) } ?? .null
+                fields["payload_hex"] = entry.payload.map { .string(PayloadText.hex($0)) } ?? .null
             }
         }
         return .object(fields)
