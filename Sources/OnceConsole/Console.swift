@@ -272,6 +272,13 @@ struct ConsolePageError: Error {
     var status: HTTPResponse.Status
     var heading: String
     var text: String
+
+    /// Dead letter `id` is not this group's: none has that id, or another group's has.
+    static func noDeadLetter(_ id: Int64, otherGroup: String? = nil) -> ConsolePageError {
+        ConsolePageError(
+            status: .notFound, heading: "No such dead letter",
+            text: otherGroup.map { "dead letter \(id) belongs to group \($0)" } ?? "there is no dead letter \(id)")
+    }
 }
 
 /// Why the console cannot start.

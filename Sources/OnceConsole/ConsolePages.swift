@@ -212,9 +212,9 @@ extension Console {
         case .alreadyResolved:
             return try await deadLetter(request, id: id, notice: "Nothing to do: it was already resolved.")
         case .notFound:
-            throw ConsolePageError(status: .notFound, heading: "No such dead letter", text: "there is no dead letter \(id)")
+            throw ConsolePageError.noDeadLetter(id)
         case .otherGroup(let group):
-            throw ConsolePageError(status: .notFound, heading: "No such dead letter", text: "dead letter \(id) belongs to group \(group)")
+            throw ConsolePageError.noDeadLetter(id, otherGroup: group)
         }
     }
 }
