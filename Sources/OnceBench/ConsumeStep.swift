@@ -64,6 +64,8 @@ struct ConsumeResult: Codable, Sendable {
     var batches: Int64
     /// CPU of `once run` (launch to exit), of the PostgreSQL cluster and of the broker meanwhile.
     var cpu: CPUUsage?
+    /// The same from the first commit seen to the last, for the records committed in between.
+    var processingCPU: CPUUsage?
     var checks: [Check]
 }
 
@@ -92,10 +94,11 @@ enum ConsumeStep {
         ]
         for property in context.kafkaProperties { arguments += ["--kafka-property", property] }
         arguments += extraArguments
-        let watch = try await CommitWatch(database: database, group: group, target: expectation.records)
+        let watch = try await CommitWatch(database: database, group: group, target: expectation.records, cpu: context.cpu)
         let cpuBefore = context.cpu.sample()
         let launched = ContinuousClock.now
         let child = try context.once.start(arguments, logName: "\(strategy)-run")
+        watch.track([child.pid])
         log("once run (\(strategy)): pid \(child.pid), \(expectation.records) records, log \(child.log.path)")
         guard let status = try await child.wait(timeout: .seconds(900)) else {
             child.signal(SIGKILL)
@@ -135,7 +138,8 @@ enum ConsumeStep {
             eventsPerSecond: Double(expectation.records) / seconds, processSeconds: processSeconds,
             exitStatus: status, peakRSSBytes: memory.highWaterKiB * 1024,
             largestSampledRSSBytes: memory.largestResidentKiB * 1024, memorySamples: memory.samples, batches: batches,
-            cpu: cpu, checks: try Checks.consumer(database, group: group, expectation: expectation))
+            cpu: cpu, processingCPU: seen.processingCPU(clientName: "once run"),
+            checks: try Checks.consumer(database, group: group, expectation: expectation))
     }
 }
 

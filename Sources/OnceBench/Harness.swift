@@ -174,15 +174,40 @@ final class CommitWatch: Sendable {
         /// µs since the epoch of the first poll that saw the positions sum to the target.
         var targetSeen: Int64?
         var polls = 0
+        /// The records below the positions at `firstSeen` and at `targetSeen`.
+        var firstSeenRecords: Int64 = 0
+        var targetSeenRecords: Int64 = 0
+        /// CPU at `firstSeen` and at `targetSeen`, when the watch was given a probe.
+        var firstSample: CPUProbe.Sample?
+        var targetSample: CPUProbe.Sample?
+
+        /// The CPU between the first commit seen and the last, for the records committed in
+        /// between: the steady processing, without joining the group before it or the relay's
+        /// tail and the idle time after it. The client is the processes `track(_:)` named.
+        func processingCPU(clientName: String) -> CPUUsage? {
+            guard let firstSample, let targetSample, let firstSeen, let targetSeen, targetSeen > firstSeen else {
+                return nil
+            }
+            return CPUProbe.usage(
+                from: firstSample, to: targetSample, client: .tracked, clientName: clientName,
+                records: Int(targetSeenRecords - firstSeenRecords))
+        }
     }
 
     private let state = Locked(Observation())
+    private let clients = Locked<[Int32]>([])
     private let task: Task<Void, Error>
 
-    init(database: BenchDatabase, group: String, target: Int, interval: Duration = .milliseconds(10)) async throws {
+    /// Polls every `interval`; with a `cpu` probe, samples it (and the processes `track(_:)`
+    /// names) at the first commit seen and at the target.
+    init(
+        database: BenchDatabase, group: String, target: Int, cpu: CPUProbe? = nil,
+        interval: Duration = .milliseconds(10)
+    ) async throws {
         let client = try await PostgresSession.connect(
             configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-watch"))
         let state = self.state
+        let clients = self.clients
         task = Task {
             defer { Task { await client.close() } }
             while !Task.isCancelled {
@@ -192,10 +217,22 @@ final class CommitWatch: Sendable {
                     let now = try db.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
                     return (try now.decode(Int64.self, column: 0), total)
                 }
+                let sampled = state.value
+                let sample =
+                    (total > 0 && sampled.firstSample == nil) || (total >= Int64(target) && sampled.targetSample == nil)
+                    ? cpu?.sample(tracking: clients.value) : nil
                 let done = state.update { observation in
                     observation.polls += 1
-                    if total > 0 && observation.firstSeen == nil { observation.firstSeen = now }
-                    if total >= Int64(target) && observation.targetSeen == nil { observation.targetSeen = now }
+                    if total > 0 && observation.firstSeen == nil {
+                        observation.firstSeen = now
+                        observation.firstSeenRecords = total
+                        observation.firstSample = sample
+                    }
+                    if total >= Int64(target) && observation.targetSeen == nil {
+                        observation.targetSeen = now
+                        observation.targetSeenRecords = total
+                        observation.targetSample = sample
+                    }
                     return observation.targetSeen != nil
                 }
                 if done { break }
@@ -205,6 +242,9 @@ final class CommitWatch: Sendable {
     }
 
     var observation: Observation { state.value }
+
+    /// The client processes whose own CPU the samples read.
+    func track(_ pids: [Int32]) { clients.update { $0 = pids } }
 
     func stop() async {
         task.cancel()

@@ -60,6 +60,8 @@ struct PeerResult: Codable, Sendable {
     var batches: Int64
     /// CPU of the peer's processes (all of them), of the PostgreSQL cluster and of the broker.
     var cpu: CPUUsage?
+    /// The same from the first commit seen to the last, for the records committed in between.
+    var processingCPU: CPUUsage?
     var checks: [Check]
 
     var largestPeakRSSBytes: Int { peakRSSBytes.max() ?? 0 }
@@ -75,7 +77,7 @@ enum PeerStep {
             schema: try String(contentsOfFile: settings.schema, encoding: .utf8))
         let group = "bench-\(context.runID)-peer"
         let arguments = [settings.script, context.brokers, database.url, topic, group, String(expectation.records)]
-        let watch = try await CommitWatch(database: database, group: group, target: expectation.records)
+        let watch = try await CommitWatch(database: database, group: group, target: expectation.records, cpu: context.cpu)
         let cpuBefore = context.cpu.sample()
         let launched = ContinuousClock.now
         let children = try (0..<settings.processes).map { index in
@@ -83,6 +85,7 @@ enum PeerStep {
                 executable: settings.python, arguments: arguments,
                 log: context.once.logDirectory.appendingPathComponent("peer-\(index).log"))
         }
+        watch.track(children.map(\.pid))
         log(
             "peer: pids \(children.map { String($0.pid) }.joined(separator: ", ")), \(expectation.records) records, "
                 + "logs \(context.once.logDirectory.path)/peer-*.log")
@@ -138,7 +141,7 @@ enum PeerStep {
             lastTransactionStart: last, firstCommitSeen: seen.firstSeen ?? 0, lastCommitSeen: lastSeen,
             commitPolls: seen.polls, seconds: seconds, eventsPerSecond: Double(expectation.records) / seconds,
             processSeconds: processSeconds, peakRSSBytes: peaks, batches: try row.decode(Int64.self, column: 2),
-            cpu: cpu,
+            cpu: cpu, processingCPU: seen.processingCPU(clientName: "the peer's \(settings.processes) Python processes"),
             checks: try Checks.consumer(database, group: group, expectation: expectation, tables: .peer))
     }
 }

@@ -78,10 +78,14 @@ struct CPUProbe: Sendable {
         var benchChildren: Int64
         var postgres: Int64?
         var broker: Int64?
+        /// The live processes asked for, their own time (`sample(tracking:)`).
+        var tracked: Int64 = 0
         var at: ContinuousClock.Instant
     }
 
-    func sample() -> Sample {
+    /// Also reads the own time of the live processes `tracking`, for a window that ends before
+    /// they are reaped.
+    func sample(tracking pids: [Int32] = []) -> Sample {
         let bench = ProcessTimes.read(pid: getpid())
         var postgres: Int64?
         if let postmaster, let root = ProcessTimes.read(pid: postmaster) {
@@ -89,9 +93,10 @@ struct CPUProbe: Sendable {
             postgres = root.ownTicks + root.childrenTicks + children.reduce(0) { $0 + $1.ownTicks + $1.childrenTicks }
         }
         let broker = broker.flatMap { ProcessTimes.read(pid: $0) }.map { $0.ownTicks + $0.childrenTicks }
+        let tracked = pids.compactMap { ProcessTimes.read(pid: $0) }.reduce(0) { $0 + $1.ownTicks }
         return Sample(
             benchOwn: bench?.ownTicks ?? 0, benchChildren: bench?.childrenTicks ?? 0, postgres: postgres,
-            broker: broker, at: .now)
+            broker: broker, tracked: tracked, at: .now)
     }
 
     /// Where the client's CPU is found.
@@ -100,6 +105,8 @@ struct CPUProbe: Sendable {
         case children
         /// The bench's own threads (the ceiling's sessions).
         case bench
+        /// Live processes the samples tracked (`sample(tracking:)`).
+        case tracked
     }
 
     /// The CPU between two samples, per process group, for `records` records.
@@ -108,7 +115,11 @@ struct CPUProbe: Sendable {
     {
         func microseconds(_ ticks: Int64) -> Double { Double(ticks) * 1_000_000 / Double(ProcessTimes.ticksPerSecond) }
         let clientTicks =
-            client == .children ? after.benchChildren - before.benchChildren : after.benchOwn - before.benchOwn
+            switch client {
+            case .children: after.benchChildren - before.benchChildren
+            case .bench: after.benchOwn - before.benchOwn
+            case .tracked: after.tracked - before.tracked
+            }
         let postgres = both(before.postgres, after.postgres).map { pair in microseconds(pair.1 - pair.0) }
         let broker = both(before.broker, after.broker).map { pair in microseconds(pair.1 - pair.0) }
         return CPUUsage(

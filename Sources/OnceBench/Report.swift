@@ -167,13 +167,16 @@ struct BenchReport: Codable, Sendable {
             targets.append(
                 Target("batched ÷ the batched peer (completions only)", value: ratio, unit: "×", atLeast: 2.0))
         }
-        if let onceCPU = batched?.cpu?.postgresPerRecord, let ceilingCPU = ceiling?.cpu?.postgresPerRecord,
+        // While committing: the ceiling's window is its statements alone, so once's is its
+        // commits alone (not joining the group, the relay's tail, or the idle time at the end).
+        if let onceCPU = (batched?.processingCPU ?? batched?.cpu)?.postgresPerRecord,
+            let ceilingCPU = ceiling?.cpu?.postgresPerRecord,
             ceilingCPU > 0
         {
             let ratio = onceCPU / ceilingCPU
             postgresCPUOverCeiling = ratio
             targets.append(
-                Target("PostgreSQL CPU per record, batched ÷ ceiling", value: ratio, unit: "×", atMost: 1.3))
+                Target("PostgreSQL CPU per record while committing, batched ÷ ceiling", value: ratio, unit: "×", atMost: 1.3))
         }
         if let replay {
             targets.append(
@@ -444,9 +447,11 @@ extension BenchReport {
     /// The table of CPU per record by process, when any strategy counted it.
     func cpuRows() -> [String] {
         let strategies: [(String, CPUUsage?)] = [
-            ("batched", batched?.cpu), ("per-record", perRecord?.cpu),
-            ("batched, completions only", batchedCompletions?.cpu),
-            ("the batched peer", peer?.cpu), ("ceiling", ceiling?.cpu),
+            ("batched, while committing", batched?.processingCPU), ("batched, launch to exit", batched?.cpu),
+            ("per-record, while committing", perRecord?.processingCPU), ("per-record, launch to exit", perRecord?.cpu),
+            ("batched, completions only, while committing", batchedCompletions?.processingCPU),
+            ("the batched peer, while committing", peer?.processingCPU),
+            ("the batched peer, launch to exit", peer?.cpu), ("ceiling", ceiling?.cpu),
         ]
         let counted = strategies.compactMap { name, cpu in cpu.map { (name, $0) } }
         guard !counted.isEmpty else { return [] }
@@ -463,10 +468,12 @@ extension BenchReport {
         }
         lines.append("")
         lines.append(
-            "CPU from `/proc/PID/stat` (utime + stime, and cutime + cstime for reaped children) before and after each "
-                + "strategy: the client's processes, every process of the PostgreSQL cluster (the postmaster, its children, "
-                + "and the backends that exited), the broker. The cluster and the broker are shared with whatever else "
-                + "ran meanwhile."
+            "CPU from `/proc/PID/stat` (utime + stime, and cutime + cstime for reaped children): the client's processes, "
+                + "every process of the PostgreSQL cluster (the postmaster, its children, and the backends that exited), the "
+                + "broker. *While committing* is from the first poll that saw a commit to the one that saw the last, per "
+                + "record committed in between (the ceiling's window is its statements alone, so the ratio below compares "
+                + "these); *launch to exit* adds joining the group, the relay's tail and the idle time that ends the run. "
+                + "The cluster and the broker are shared with whatever else ran meanwhile."
                 + (postgresCPUOverCeiling.map {
                     String(format: " PostgreSQL per record, batched ÷ ceiling: %.2f×.", $0)
                 } ?? ""))
