@@ -135,7 +135,7 @@ enum CeilingStep {
                     FROM generate_series($1::bigint, $2::bigint) AS i,
                          (SELECT least(date_bin(width, now(), 'epoch'), newest) AS bucket FROM once_partitioning) AS w
                     """, [.int64(processed.lowerBound), .int64(processed.upperBound - 1), .int(session)])
-                // Accounts first, as once's posting statement opens them, by the sum of the chunk's amounts.
+                // The balances, by the sum of the chunk's amounts (opening the accounts, as once's balance statement does).
                 try tx.execute(
                     """
                     INSERT INTO credit_accounts AS a (tenant_id, account_id, balance)

@@ -35,15 +35,14 @@ public struct CreditPosting: CommandSharedAcrossTypes, Hashable {
 /// offset order) take two round trips when they are all new, and up to four when some business
 /// keys were seen:
 ///
-/// 1. one statement creates the accounts that do not exist yet (balance 0) and inserts the
-///    ledger rows of the first posting of each business key (`ON CONFLICT DO NOTHING
-///    RETURNING`). It locks no existing account: other partitions' transactions on the same
-///    accounts go on meanwhile;
+/// 1. one statement inserts the ledger rows of the first posting of each business key
+///    (`ON CONFLICT DO NOTHING RETURNING`). It touches no account: other partitions'
+///    transactions on the same accounts go on meanwhile;
 /// 2. for the business keys whose row already existed, the standing row is read back;
 /// 3. postings that disagree with the standing row (another account or amount) are recorded
 ///    in `credit_conflicts` for the audit;
 /// 4. at the end of the transaction (`HandlerContext.atCommit`), one statement adds the
-///    applied amounts to the balances and returns them, and the outbound events, built
+///    applied amounts to the balances (opening the accounts not there yet) and returns them, and the outbound events, built
 ///    beforehand but for each posting's balance right after it in offset order, are queued.
 ///    The balance update locks each account row until the commit that follows, so concurrent
 ///    partitions touching one account take turns there, and only there; accounts are locked in
@@ -146,30 +145,17 @@ enum CreditLedger {
         let byKey = FirstPerBusinessKey(postings, key: key)
         let candidates = byKey.firsts
 
-        // 1. Accounts not there yet, and the ledger rows, in one statement. An account that
-        //    exists is neither locked nor written here.
+        // 1. The ledger rows. No account is read, locked or written here: the balance
+        //    statement at the commit opens the accounts that do not exist yet.
         let rows = try db.query(
             prepared: "once_credit_post",
             """
-            WITH posting AS (
-                SELECT * FROM unnest(
-                    $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
-                    AS p(tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_us)
-            ),
-            opened AS (
-                INSERT INTO credit_accounts (tenant_id, account_id, balance)
-                SELECT DISTINCT tenant_id, account_id, 0::bigint FROM posting
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM credit_accounts a
-                    WHERE a.tenant_id = posting.tenant_id AND a.account_id = posting.account_id)
-                ORDER BY tenant_id, account_id
-                ON CONFLICT (tenant_id, account_id) DO NOTHING
-            )
             INSERT INTO credit_ledger
                 (tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_at)
             SELECT tenant_id, kind, business_key, account_id, credits, amount, event_id,
                    timestamptz 'epoch' + occurred_us * interval '1 microsecond'
-            FROM posting
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
+                AS p(tenant_id, kind, business_key, account_id, credits, amount, event_id, occurred_us)
             ORDER BY tenant_id, kind, business_key
             ON CONFLICT (tenant_id, kind, business_key) DO NOTHING
             RETURNING tenant_id, kind, business_key

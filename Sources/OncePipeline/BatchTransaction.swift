@@ -65,43 +65,13 @@ package struct BatchTransaction: Sendable {
             }
 
             // 2. Dedup: the first record of each (tenant, id) in the batch, claimed in
-            //    processed_messages, in the time partition of its own `occurred_at` (clamped
-            //    to the partitions that exist; `TimePartitions`): every copy of a record lands
-            //    in the same partition, whose unique index decides. New ids are filtered by an
-            //    index-only probe of that one partition before the insert (a redelivery or a
-            //    replay then costs a lookup, not a refused insert: about twice as fast in a
-            //    storm of them), and of the pre-upgrade history while it is inside the window
-            //    (the legacy partition, keyed by id alone; pruned away, it costs nothing); the
-            //    conflict clause still settles races. OFFSET 0 keeps each probe per id: as a
-            //    join, the planner may hash the group's whole history instead.
-            //    Each claimed row's bucket and ctid come back, so that step 4 finds it without
-            //    a lookup.
+            //    processed_messages (`Claim`); each claimed row's bucket and ctid come back, so
+            //    that step 4 finds it without a lookup.
             var seen = Set<ClaimKey>()
             let candidates = records.filter { seen.insert($0.claimKey).inserted }
+            let claim = Claim(probesFirst: mode.expectsRepeats)
             let claimed = Dictionary(uniqueKeysWithValues: try tx.query(
-                prepared: "once_claim",
-                """
-                INSERT INTO processed_messages
-                    (consumer_group, tenant_id, event_id, bucket, topic, partition, kafka_offset, event_type, outcome)
-                SELECT $1, e.tenant, e.id, e.bucket, e.topic, e.partition::integer, e.off, e.type, e.outcome
-                FROM (
-                    SELECT u.*, \(TimePartitions.claimBucket(at: "'epoch'::timestamptz + u.at * interval '1 microsecond'", window: "w")) AS bucket
-                    FROM once_partitioning w,
-                         unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[])
-                             AS u(topic, partition, id, off, type, tenant, outcome, at)
-                ) e
-                WHERE NOT EXISTS (
-                        SELECT 1 FROM processed_messages d
-                        WHERE d.bucket = e.bucket AND d.consumer_group = $1 AND d.tenant_id = e.tenant AND d.event_id = e.id
-                        OFFSET 0)
-                  AND NOT EXISTS (
-                        SELECT 1 FROM processed_messages l
-                        WHERE l.bucket = '-infinity' AND l.consumer_group = $1 AND l.event_id = e.id
-                          AND (l.tenant_id = e.tenant OR l.tenant_id IS NULL)
-                        OFFSET 0)
-                ON CONFLICT DO NOTHING
-                RETURNING tenant_id, event_id, bucket::text, ctid::text
-                """,
+                prepared: claim.statementName, claim.sql,
                 [.text(consumerGroup), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
                  .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
                  .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.claimTenant)),
@@ -199,6 +169,56 @@ package struct BatchTransaction: Sendable {
     }
 }
 
+/// The statement that claims a batch's event ids in `processed_messages`.
+///
+/// Each id goes to the time partition of its own `occurred_at` (clamped to the partitions that
+/// exist; `TimePartitions`): every copy of a record lands in the same partition, whose unique
+/// index decides, and the conflict clause settles races with other transactions. Ids from
+/// before the upgrade to per-tenant dedup are looked up in the legacy partition (keyed by id
+/// alone) while it is inside the window; pruned away, that probe costs nothing.
+///
+/// `once run` inserts straight away: its records are mostly new, and the conflict clause finds
+/// a redelivery's recent row by the same index descent a probe would make (the probe cost about
+/// 2.5 µs per new id, docs/benchmarks.md). A replay or a re-drive, whose records are mostly
+/// claimed long since, first probes the index alone (index-only: a refused insert reads the
+/// heap of each conflicting row, 39 ms against 16 ms per 2,000 replayed records). OFFSET 0 keeps
+/// each probe per id: as a join, the planner may hash the group's whole history instead.
+private struct Claim {
+    var probesFirst: Bool
+
+    var statementName: String { probesFirst ? "once_claim_probed" : "once_claim" }
+
+    var sql: String {
+        let legacy = """
+            NOT EXISTS (
+                SELECT 1 FROM processed_messages l
+                WHERE l.bucket = '-infinity' AND l.consumer_group = $1 AND l.event_id = e.id
+                  AND (l.tenant_id = e.tenant OR l.tenant_id IS NULL)
+                OFFSET 0)
+            """
+        let own = """
+            NOT EXISTS (
+                SELECT 1 FROM processed_messages d
+                WHERE d.bucket = e.bucket AND d.consumer_group = $1 AND d.tenant_id = e.tenant AND d.event_id = e.id
+                OFFSET 0)
+            """
+        return """
+            INSERT INTO processed_messages
+                (consumer_group, tenant_id, event_id, bucket, topic, partition, kafka_offset, event_type, outcome)
+            SELECT $1, e.tenant, e.id, e.bucket, e.topic, e.partition::integer, e.off, e.type, e.outcome
+            FROM (
+                SELECT u.*, \(TimePartitions.claimBucket(at: "'epoch'::timestamptz + u.at * interval '1 microsecond'", window: "w")) AS bucket
+                FROM once_partitioning w,
+                     unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+                         AS u(topic, partition, id, off, type, tenant, outcome, at)
+            ) e
+            WHERE \((probesFirst ? [own, legacy] : [legacy]).joined(separator: "\nAND "))
+            ON CONFLICT DO NOTHING
+            RETURNING tenant_id, event_id, bucket::text, ctid::text
+            """
+    }
+}
+
 /// A claimed `processed_messages` row: its partition's bucket (as text) and its place there.
 private struct ClaimedRow {
     var bucket: String
@@ -225,6 +245,12 @@ package enum TransactionMode: Sendable {
     /// before the dedup step, and its row is settled instead of a new one written, so that the
     /// re-drive and its bookkeeping commit together.
     case deadLetterRetry(RetriedDeadLetter)
+
+    /// Whether most records are expected to be claimed already (a replay's, a re-drive's).
+    var expectsRepeats: Bool {
+        if case .consume = self { return false }
+        return true
+    }
 }
 
 /// One partition's share of a batch transaction: its batch, and what validation made of each
