@@ -24,9 +24,9 @@ public struct PipelineConfiguration: Sendable {
     /// The most records one batch transaction takes; batches are smaller when fewer are waiting.
     public var maxBatchRecords = PipelineDefaults.maxBatchRecords
     /// A partition with more records waiting than this is paused until half of them are done;
-    /// by default four batches' worth (at least 1,000), which bounds memory by the batch size.
+    /// by default two batches' worth (at least 1,000), which bounds memory by the batch size.
     public var maxBufferedRecordsPerPartition: Int {
-        get { bufferedRecordsOverride ?? max(1_000, 4 * maxBatchRecords) }
+        get { bufferedRecordsOverride ?? max(1_000, 2 * maxBatchRecords) }
         set { bufferedRecordsOverride = newValue }
     }
     private var bufferedRecordsOverride: Int?
