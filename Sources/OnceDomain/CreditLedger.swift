@@ -42,8 +42,9 @@ public struct CreditPosting: CommandSharedAcrossTypes, Hashable {
 /// 3. postings that disagree with the standing row (another account or amount) are recorded
 ///    in `credit_conflicts` for the audit;
 /// 4. at the end of the transaction (`HandlerContext.atCommit`), one statement adds the
-///    applied amounts to the balances (opening the accounts not there yet) and returns them, and the outbound events, built
-///    beforehand but for each posting's balance right after it in offset order, are queued.
+///    applied amounts to the balances (opening the accounts not there yet) and returns them,
+///    and the outbound events, built beforehand but for each posting's balance right after it
+///    in offset order, are queued.
 ///    The balance update locks each account row until the commit that follows, so concurrent
 ///    partitions touching one account take turns there, and only there; accounts are locked in
 ///    key order, so two transactions over overlapping accounts queue instead of deadlocking (a

@@ -140,8 +140,8 @@ extension Migration {
             name: "credits: the audit, not a foreign key, checks that every ledger row has its account",
             statements: [
                 // The account is opened in the same transaction as the ledger row, so the key
-                // never refused a row; its check cost a share lock on the
-                // account row per ledger row (a MultiXact while another transaction holds it).
+                // never refused a row; its check cost a share lock on the account row per
+                // ledger row (a MultiXact while another transaction holds it).
                 // `once audit credits` reports a ledger row without its account
                 // (balance_mismatch), as it always did for a schema without the key.
                 "ALTER TABLE credit_ledger DROP CONSTRAINT IF EXISTS credit_ledger_tenant_id_account_id_fkey",
