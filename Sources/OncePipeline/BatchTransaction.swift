@@ -69,9 +69,9 @@ package struct BatchTransaction: Sendable {
             //    that step 4 finds it without a lookup.
             var seen = Set<ClaimKey>()
             let candidates = records.filter { seen.insert($0.claimKey).inserted }
-            let claim = Claim(probesFirst: mode.expectsRepeats)
+            let claim = mode.expectsRepeats ? Claim.probingFirst : Claim.inserting
             let claimed = Dictionary(uniqueKeysWithValues: try tx.query(
-                prepared: claim.statementName, claim.sql,
+                prepared: claim.name, claim.sql,
                 [.text(consumerGroup), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
                  .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
                  .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.claimTenant)),
@@ -183,12 +183,16 @@ package struct BatchTransaction: Sendable {
 /// claimed long since, first probes the index alone (index-only: a refused insert reads the
 /// heap of each conflicting row, 39 ms against 16 ms per 2,000 replayed records). OFFSET 0 keeps
 /// each probe per id: as a join, the planner may hash the group's whole history instead.
-private struct Claim {
-    var probesFirst: Bool
+private struct Claim: Sendable {
+    /// `once run`'s.
+    static let inserting = Claim(name: "once_claim", probesFirst: false)
+    /// A replay's and a re-drive's.
+    static let probingFirst = Claim(name: "once_claim_probed", probesFirst: true)
 
-    var statementName: String { probesFirst ? "once_claim_probed" : "once_claim" }
+    let name: String
+    let sql: String
 
-    var sql: String {
+    private init(name: String, probesFirst: Bool) {
         let legacy = """
             NOT EXISTS (
                 SELECT 1 FROM processed_messages l
@@ -202,7 +206,8 @@ private struct Claim {
                 WHERE d.bucket = e.bucket AND d.consumer_group = $1 AND d.tenant_id = e.tenant AND d.event_id = e.id
                 OFFSET 0)
             """
-        return """
+        self.name = name
+        self.sql = """
             INSERT INTO processed_messages
                 (consumer_group, tenant_id, event_id, bucket, topic, partition, kafka_offset, event_type, outcome)
             SELECT $1, e.tenant, e.id, e.bucket, e.topic, e.partition::integer, e.off, e.type, e.outcome
