@@ -217,18 +217,19 @@ final class CommitWatch: Sendable {
                     let now = try db.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
                     return (try now.decode(Int64.self, column: 0), total)
                 }
-                let sampled = state.value
-                let sample =
-                    (total > 0 && sampled.firstSample == nil) || (total >= Int64(target) && sampled.targetSample == nil)
-                    ? cpu?.sample(tracking: clients.value) : nil
+                // Only this task writes the observation, so what it reads here still holds below.
+                let seen = state.value
+                let isFirst = total > 0 && seen.firstSeen == nil
+                let isTarget = total >= Int64(target) && seen.targetSeen == nil
+                let sample = isFirst || isTarget ? cpu?.sample(tracking: clients.value) : nil
                 let done = state.update { observation in
                     observation.polls += 1
-                    if total > 0 && observation.firstSeen == nil {
+                    if isFirst {
                         observation.firstSeen = now
                         observation.firstSeenRecords = total
                         observation.firstSample = sample
                     }
-                    if total >= Int64(target) && observation.targetSeen == nil {
+                    if isTarget {
                         observation.targetSeen = now
                         observation.targetSeenRecords = total
                         observation.targetSample = sample
