@@ -86,7 +86,9 @@ package struct BatchTransaction: Sendable {
             // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
             let outbox = OutboxWriter()
             let finale = TransactionFinale(runsAtOnce: isolating)
-            let context = HandlerContext(connection: tx, consumerGroup: consumerGroup, outbox: outbox, finale: finale)
+            let context = HandlerContext(
+                connection: tx, consumerGroup: consumerGroup, outbox: outbox, finale: finale,
+                outboxKeys: mode.expectsRepeats ? .mayRepeat : .new)
             var outcomes: [(DecodedEvent, EventOutcome)] = []
             let rejected = new.compactMap(DeadLetter.init(invalid:))
             var deadLetters = rejected

@@ -49,7 +49,10 @@ struct DeadLetter: Sendable {
                      .text(letter.message), PostgresValue(letter.record.value), .jsonb(letter.headersJSON)])
             }
         }
-        try context.publish(letters.map { $0.outboxMessage(consumerGroup: consumerGroup, topic: topic) })
+        // A record can be dead-lettered again, once its claim is pruned and it is replayed.
+        try context.outbox.insert(
+            letters.map { $0.outboxMessage(consumerGroup: consumerGroup, topic: topic) }, keys: .mayRepeat,
+            on: context.connection)
     }
 
     /// The record for the dead-letter topic: the original value, the source record's headers,

@@ -71,11 +71,17 @@ public struct HandlerContext {
     public let consumerGroup: String
     let outbox: OutboxWriter
     let finale: TransactionFinale
+    /// `.new` in `once run`; `.mayRepeat` in a replay or a re-drive, which may re-apply an
+    /// effect lost since (a ledger row deleted by hand) whose event the outbox still holds.
+    let outboxKeys: OutboxKeys
 
-    /// Queues outbound events; they are written in the same transaction, at most once per
-    /// (tenant, event type, aggregate), and published after it commits.
+    /// Queues the outbound events of effects just made; they are written in the same
+    /// transaction and published after it commits. In `once run` each (tenant, event type,
+    /// aggregate) must be new, as the effect's own business key makes it: one the outbox holds
+    /// already fails the statement (`OutboxKeys.new`), and the record is dead-lettered for it. In
+    /// a replay or a re-drive, the outbox keeps the row it has.
     public func publish(_ messages: [OutboxMessage]) throws {
-        try outbox.insert(messages, on: connection)
+        try outbox.insert(messages, keys: outboxKeys, on: connection)
     }
 
     /// Runs `work` as the last statements of the transaction, after every handler of the batch

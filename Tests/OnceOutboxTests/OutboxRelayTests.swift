@@ -80,6 +80,48 @@ import Testing
     }
 }
 
+/// What a clash of business keys does, against the real database.
+@Suite struct OutboxKeysTests {
+    func message(_ aggregate: String) -> OutboxMessage {
+        OutboxMessage(tenantID: "t1", eventType: "test.out", aggregateID: aggregate, topic: "out", key: aggregate, payload: Array(aggregate.utf8))
+    }
+
+    @Test("new keys: a key the outbox holds fails the whole statement with 23505, and writes none of it")
+    func aNewKeyThatIsTakenFails() async throws {
+        let database = try await TestDatabase.create(migrations: Migration.pipeline)
+        defer { database.drop() }
+        let db = try database.connect()
+        defer { db.close() }
+        let first = OutboxWriter()
+        try first.insert([message("a")], keys: .new, on: db)
+        #expect(first.inserted == 1)
+        let second = OutboxWriter()
+        #expect { try second.insert([message("b"), message("a")], keys: .new, on: db) } throws: { error in
+            (error as? PostgresError)?.kind == .uniqueViolation
+        }
+        #expect(second.inserted == 0)
+        #expect(try db.query("SELECT aggregate_id FROM outbox ORDER BY id").map { try $0.decode(String.self, column: 0) } == ["a"])
+    }
+
+    @Test("keys that may repeat: a clash keeps the first row, and only new rows are counted")
+    func aRepeatedKeyKeepsTheFirstRow() async throws {
+        let database = try await TestDatabase.create(migrations: Migration.pipeline)
+        defer { database.drop() }
+        let db = try database.connect()
+        defer { db.close() }
+        let writer = OutboxWriter()
+        try writer.insert([message("a")], keys: .mayRepeat, on: db)
+        var again = message("a")
+        again.payload = Array("second".utf8)
+        try writer.insert([message("b"), again], keys: .mayRepeat, on: db)
+        #expect(writer.inserted == 2)
+        let rows = try db.query("SELECT aggregate_id, convert_from(payload, 'UTF8') FROM outbox ORDER BY id").map {
+            [try $0.decode(String.self, column: 0), try $0.decode(String.self, column: 1)]
+        }
+        #expect(rows == [["a", "a"], ["b", "b"]])
+    }
+}
+
 /// The mark for merged gaps, against the real database.
 @Suite struct OutboxMarkTests {
     @Test func markingRangesTouchesOnlyTheirUnmarkedRows() async throws {

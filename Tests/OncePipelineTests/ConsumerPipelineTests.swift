@@ -1,5 +1,6 @@
 import Foundation
 import OnceKafka
+import OnceOutbox
 import OncePostgres
 import OnceTestSupport
 import Testing
@@ -133,6 +134,44 @@ struct ConsumerPipelineTests {
         let tooLarge = onTopic.first { $0.headers.contains(KafkaHeader(name: "once-reason", string: "too_large")) }
         #expect(tooLarge?.value == nil)
         #expect(tooLarge?.headers.contains { $0.name == "once-payload-bytes" } == true)
+        await topics.delete()
+    }
+
+    /// A handler's outbound event whose business key the outbox holds already (a handler whose
+    /// own key failed to stop a second effect) fails its record instead of vanishing: the record
+    /// is dead-lettered with the SQLSTATE, its effect rolled back, and the others apply.
+    @Test func anOutboundEventWhoseKeyIsTakenDeadLettersItsRecord() async throws {
+        let database = try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
+        defer { database.drop() }
+        let topics = try await TestTopics.create(partitions: 1)
+        let group = TestServices.unique("group")
+        let connection = try database.connect()
+        defer { connection.close() }
+        try OutboxWriter().insert(
+            [OutboxMessage(tenantID: "acme", eventType: "test.effected", aggregateID: "taken", topic: topics.output, key: "taken", payload: nil)],
+            on: connection)
+        try await produce(
+            ["before", "taken", "after"].map { (key: $0, value: TestEvents.effect(id: "id-\($0)", key: $0)) },
+            to: topics.input, partition: 0)
+
+        let running = try RunningPipeline(database: database, topics: topics, group: group)
+        try await eventually("all 3 records processed") {
+            try database.scalar("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets", as: Int64.self) == 3
+        }
+        try await running.stop()
+
+        #expect(try connection.query("SELECT key FROM test_effects ORDER BY key").map { try $0.decode(String.self, column: 0) } == ["after", "before"])
+        let letters = try connection.query("SELECT event_id, reason_code, error FROM dead_letters").map {
+            [try $0.decode(String.self, column: 0), try $0.decode(String.self, column: 1), try $0.decode(String.self, column: 2)]
+        }
+        #expect(letters.count == 1)
+        #expect(letters.first?[0] == "id-taken")
+        #expect(letters.first?[1] == "handler_failed")
+        #expect(letters.first?[2].contains("23505") == true)
+        #expect(try connection.query("SELECT event_id, outcome FROM processed_messages ORDER BY kafka_offset").map {
+            [try $0.decode(String.self, column: 0), try $0.decode(String.self, column: 1)]
+        } == [["id-before", "applied"], ["id-taken", "dead_lettered"], ["id-after", "applied"]])
+        #expect(try database.scalar("SELECT count(*) FROM outbox WHERE event_type = 'test.effected'", as: Int64.self) == 3)
         await topics.delete()
     }
 
