@@ -186,7 +186,7 @@ let package = Package(
         .testTarget(
             name: "OncePipelineTests",
             dependencies: [
-                "OncePipeline", "OnceEnvelope", "OnceKafka", "OnceOutbox", "OncePostgres", "OnceSchema", "OnceTestSupport",
+                "OncePipeline", "OnceEnvelope", "OnceKafka", "OnceOutbox", "OncePostgres", "OnceSchema", "OnceTestSupport", "OnceThreads",
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "OnceDomainTests", dependencies: [.product(name: "Crypto", package: "swift-crypto"), "OnceDomain", "OncePipeline", "OnceEnvelope", "OnceJSON", "OnceSchema", "OnceOperations", "OnceOutbox", "OnceKafka", "OncePostgres", "OnceTestSupport"]),

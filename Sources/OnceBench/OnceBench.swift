@@ -158,17 +158,19 @@ struct OnceBench: AsyncParsableCommand {
         let logDirectory = URL(fileURLWithPath: logs)
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         let runID = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        // The postmaster is the parent of a backend of ours (when the server runs on this machine).
-        let backendPID: Int32 = try {
+        // The postmaster is the parent of a backend of ours (when the server runs on this machine),
+        // read while that session is open: a closed session's backend may have exited already.
+        let cpu: CPUProbe = try {
             let db = try PostgresConnection(url: serverURL)
             defer { db.close() }
-            return try db.query("SELECT pg_backend_pid()")[0].decode(Int32.self, column: 0)
+            let backendPID = try db.query("SELECT pg_backend_pid()")[0].decode(Int32.self, column: 0)
+            return CPUProbe.locate(backendPID: backendPID, brokers: brokers)
         }()
         let context = BenchContext(
             once: OnceBinary(path: onceBinary, logDirectory: logDirectory), serverURL: serverURL, brokers: brokers,
             kafkaProperties: ["max.poll.interval.ms=6000", "session.timeout.ms=6000"] + kafkaProperties,
             connections: connections, maxBatch: maxBatch, runID: runID,
-            cpu: CPUProbe.locate(backendPID: backendPID, brokers: brokers))
+            cpu: cpu)
         let steps = Set(stepList)
         func say(_ text: String) {
             FileHandle.standardError.write(Data("bench: \(text)\n".utf8))

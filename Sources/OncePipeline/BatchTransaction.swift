@@ -7,14 +7,15 @@ import OnceSchema
 ///
 /// For the batches of one or more partitions, in one transaction: move each partition's stored
 /// position (only under the claiming generation and from where its batch starts: the zombie
-/// fence), claim each event id in `processed_messages` (ids already there are redeliveries and
-/// are skipped), run the handlers on the new events in offset order, record outcomes other than
-/// `applied`, write dead letters with their outbox rows, run what handlers left for the end
-/// (writes to rows that other partitions' transactions wait for, so they stay locked only until
-/// the commit right after), and NOTIFY the relay. A handler that fails for good on some record
-/// makes the batch run again with that handler's runs bisected under savepoints, so only the
-/// failing record is dead-lettered. Blocking: runs on a database thread. Transient
-/// `PostgresError`s propagate for the caller to retry; `BatchFenced` means a partition moved on.
+/// fence), skip the event ids `processed_messages` holds already (redeliveries), run the
+/// handlers on the new events in offset order, write dead letters with their outbox rows, claim
+/// the new ids with their outcomes, run what handlers left for the end (writes to rows that
+/// other partitions' transactions wait for, so they stay locked only until the commit right
+/// after), and NOTIFY the relay. A handler that fails for good on some record makes the batch
+/// run again with that handler's runs bisected under savepoints, so only the failing record is
+/// dead-lettered; an id claimed by another transaction meanwhile makes it run again whole
+/// (`ClaimTaken`). Blocking: runs on a database thread. Transient `PostgresError`s propagate
+/// for the caller to retry; `BatchFenced` means a partition moved on.
 ///
 /// Replays and dead-letter retries run this same transaction in another `TransactionMode`.
 package struct BatchTransaction: Sendable {
@@ -34,14 +35,21 @@ package struct BatchTransaction: Sendable {
     /// order. A fenced part fails the whole transaction with its `BatchFenced`, and nothing is
     /// written.
     package func commit(_ parts: [BatchPart], mode: TransactionMode, on db: PostgresConnection) throws -> BatchSummary {
-        do {
+        var raced = 0
+        while true {
             do {
-                return try attempt(parts, mode: mode, isolating: false, on: db)
-            } catch is HandlerFailure {
-                return try attempt(parts, mode: mode, isolating: true, on: db)
+                do {
+                    return try attempt(parts, mode: mode, isolating: false, on: db)
+                } catch is HandlerFailure {
+                    return try attempt(parts, mode: mode, isolating: true, on: db)
+                }
+            } catch let rollback as DryRunRollback {
+                return rollback.summary
+            } catch is ClaimTaken where raced < ClaimTaken.rerunsInPlace {
+                // Another transaction claimed one of the ids since the probe, and has
+                // committed: this time the probe finds it.
+                raced += 1
             }
-        } catch let rollback as DryRunRollback {
-            return rollback.summary
         }
     }
 
@@ -64,24 +72,12 @@ package struct BatchTransaction: Sendable {
                 try retrying.releaseClaim(of: records, consumerGroup: consumerGroup, on: tx)
             }
 
-            // 2. Dedup: the first record of each (tenant, id) in the batch, claimed in
-            //    processed_messages (`Claim`); each claimed row's bucket and ctid come back, so
-            //    that step 4 finds it without a lookup.
+            // 2. Dedup: the first record of each (tenant, id) in the batch that `processed_messages`
+            //    does not hold yet (`Claim.held`); the others are redeliveries, skipped.
             var seen = Set<ClaimKey>()
             let candidates = records.filter { seen.insert($0.claimKey).inserted }
-            let claim = mode.expectsRepeats ? Claim.probingFirst : Claim.inserting
-            let claimed = Dictionary(uniqueKeysWithValues: try tx.query(
-                prepared: claim.name, claim.sql,
-                [.text(consumerGroup), .textArray(candidates.map(\.topic)), .int64Array(candidates.map { Int64($0.partition) }),
-                 .textArray(candidates.map(\.eventID)), .int64Array(candidates.map(\.offset)),
-                 .textArray(candidates.map(\.eventType)), .textArray(candidates.map(\.claimTenant)),
-                 .textArray(candidates.map(\.provisionalOutcome.rawValue)),
-                 .int64Array(candidates.map(\.claimTimeMicroseconds))]
-            ).map {
-                (ClaimKey(tenantID: try $0.decode(String.self, column: 0), eventID: try $0.decode(String.self, column: 1)),
-                 ClaimedRow(bucket: try $0.decode(String.self, column: 2), ctid: try $0.decode(String.self, column: 3)))
-            })
-            let new = candidates.filter { claimed[$0.claimKey] != nil }
+            let held = try Claim.held(candidates, consumerGroup: consumerGroup, on: tx)
+            let new = candidates.indices.filter { !held.contains($0) }.map { candidates[$0] }
 
             // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
             let outbox = OutboxWriter()
@@ -101,26 +97,25 @@ package struct BatchTransaction: Sendable {
                 }
             }
 
-            // 4. Outcomes other than the provisional `applied`, one statement per outcome and
-            //    partition, by the rows' ctids (stable: no other transaction sees these rows
-            //    before the commit; the bucket prunes the statement to that one partition).
-            let changed = Dictionary(grouping: outcomes.filter { $0.1 != .applied }) {
-                OutcomeUpdate(outcome: $0.1, bucket: claimed[$0.0.claimKey]!.bucket)
-            }
-            for (update, rows) in changed.sorted(by: { ($0.key.outcome.rawValue, $0.key.bucket) < ($1.key.outcome.rawValue, $1.key.bucket) }) {
-                try tx.query(
-                    prepared: "once_outcome",
-                    "UPDATE processed_messages SET outcome = $1 WHERE bucket = $2::timestamptz AND ctid = ANY($3::text[]::tid[])",
-                    [.text(update.outcome.rawValue), .text(update.bucket), .textArray(rows.map { claimed[$0.0.claimKey]!.ctid })])
-            }
-
-            // 5. Dead letters, each with its record on the dead-letter topic (a retried one
+            // 4. Dead letters, each with its record on the dead-letter topic (a retried one
             //    settles its own row instead: resolved, or failed again).
             if case .deadLetterRetry(let retrying) = mode {
                 try retrying.settle(failedAgain: deadLetters.first, on: tx)
             } else {
                 try DeadLetter.write(deadLetters, consumerGroup: consumerGroup, topic: deadLetterTopic, context: context)
             }
+
+            // 5. The claims of the new records, each with its outcome (`Claim.insert`). An id that
+            //    another transaction claimed since the probe fails the statement (`ClaimTaken`),
+            //    and the whole transaction runs again, finding it.
+            var outcomeOf: [ObjectIdentifier: EventOutcome] = [:]
+            outcomeOf.reserveCapacity(outcomes.count)
+            for (event, outcome) in outcomes { outcomeOf[ObjectIdentifier(event)] = outcome }
+            let claimOutcomes = new.map { record in
+                if case .event(let event) = record, let outcome = outcomeOf[ObjectIdentifier(event)] { return outcome }
+                return record.provisionalOutcome
+            }
+            try Claim.insert(new, outcomes: claimOutcomes, consumerGroup: consumerGroup, on: tx)
 
             // 6. What handlers left for the end (`atCommit`: the hot rows other partitions wait
             //    for, locked as briefly as can be); then wake the relay, and commit.
@@ -171,71 +166,88 @@ package struct BatchTransaction: Sendable {
     }
 }
 
-/// The statement that claims a batch's event ids in `processed_messages`.
+/// The two statements that claim a batch's new event ids in `processed_messages`: a probe
+/// before the handlers run, and an insert, with each record's outcome, after them.
 ///
 /// Each id goes to the time partition of its own `occurred_at` (clamped to the partitions that
 /// exist; `TimePartitions`): every copy of a record lands in the same partition, whose unique
-/// index decides, and the conflict clause settles races with other transactions. Ids from
-/// before the upgrade to per-tenant dedup are looked up in the legacy partition (keyed by id
-/// alone) while it is inside the window; pruned away, that probe costs nothing.
+/// index the probe reads (index-only) and the insert enforces. Ids from before the upgrade to
+/// per-tenant dedup are looked up in the legacy partition (keyed by id alone) while it is inside
+/// the window; pruned away, that probe costs nothing. OFFSET 0 keeps each probe per id: as a
+/// join, the planner may hash the group's whole history instead.
 ///
-/// `once run` inserts straight away: its records are mostly new, and the conflict clause finds
-/// a redelivery's recent row by the same index descent a probe would make (the probe cost about
-/// 2.5 µs per new id, docs/benchmarks.md). A replay or a re-drive, whose records are mostly
-/// claimed long since, first probes the index alone (index-only: a refused insert reads the
-/// heap of each conflicting row, 39 ms against 16 ms per 2,000 replayed records). OFFSET 0 keeps
-/// each probe per id: as a join, the planner may hash the group's whole history instead.
-private struct Claim: Sendable {
-    /// `once run`'s.
-    static let inserting = Claim(name: "once_claim", probesFirst: false)
-    /// A replay's and a re-drive's.
-    static let probingFirst = Claim(name: "once_claim_probed", probesFirst: true)
-
-    let name: String
-    let sql: String
-
-    private init(name: String, probesFirst: Bool) {
-        let legacy = """
-            NOT EXISTS (
-                SELECT 1 FROM processed_messages l
-                WHERE l.bucket = '-infinity' AND l.consumer_group = $1 AND l.event_id = e.id
-                  AND (l.tenant_id = e.tenant OR l.tenant_id IS NULL)
-                OFFSET 0)
+/// Claiming after the handlers lets each row be written once, with its outcome: no conflict
+/// clause, no row read back, no update of the rows whose outcome is not `applied`
+/// (docs/benchmarks.md). Another transaction may claim one of the ids between the two
+/// statements (the same id on two partitions, a replay beside `once run`): the insert then
+/// waits for it, and fails with `ClaimTaken` when it commits, rolling back this transaction's
+/// effects, which `BatchTransaction.commit` runs again.
+private enum Claim {
+    /// The indices of `candidates` whose (tenant, id) is claimed already.
+    static func held(_ candidates: [BatchRecord], consumerGroup: String, on tx: PostgresConnection) throws -> Set<Int> {
+        guard !candidates.isEmpty else { return [] }
+        let rows = try tx.query(
+            prepared: "once_claim_probe",
             """
-        let own = """
-            NOT EXISTS (
-                SELECT 1 FROM processed_messages d
-                WHERE d.bucket = e.bucket AND d.consumer_group = $1 AND d.tenant_id = e.tenant AND d.event_id = e.id
-                OFFSET 0)
-            """
-        self.name = name
-        self.sql = """
-            INSERT INTO processed_messages
-                (consumer_group, tenant_id, event_id, bucket, topic, partition, kafka_offset, event_type, outcome)
-            SELECT $1, e.tenant, e.id, e.bucket, e.topic, e.partition::integer, e.off, e.type, e.outcome
-            FROM (
-                SELECT u.*, \(TimePartitions.claimBucket(at: "'epoch'::timestamptz + u.at * interval '1 microsecond'", window: "w")) AS bucket
+            SELECT u.n - 1
+            FROM once_partitioning w,
+                 unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS u(id, tenant, at, n)
+            WHERE EXISTS (
+                    SELECT 1 FROM processed_messages d
+                    WHERE d.bucket = \(bucket) AND d.consumer_group = $1 AND d.tenant_id = u.tenant AND d.event_id = u.id
+                    OFFSET 0)
+               OR EXISTS (
+                    SELECT 1 FROM processed_messages l
+                    WHERE l.bucket = '-infinity' AND l.consumer_group = $1 AND l.event_id = u.id
+                      AND (l.tenant_id = u.tenant OR l.tenant_id IS NULL)
+                    OFFSET 0)
+            """,
+            [.text(consumerGroup), .textArray(candidates.map(\.eventID)), .textArray(candidates.map(\.claimTenant)),
+             .int64Array(candidates.map(\.claimTimeMicroseconds))])
+        return Set(try rows.map { Int(try $0.decode(Int64.self, column: 0)) })
+    }
+
+    /// Claims `records` (none of them held at the probe) with their outcomes.
+    static func insert(
+        _ records: [BatchRecord], outcomes: [EventOutcome], consumerGroup: String, on tx: PostgresConnection
+    ) throws {
+        guard !records.isEmpty else { return }
+        do {
+            try tx.query(
+                prepared: "once_claim",
+                """
+                INSERT INTO processed_messages
+                    (consumer_group, tenant_id, event_id, bucket, topic, partition, kafka_offset, event_type, outcome)
+                SELECT $1, u.tenant, u.id, \(bucket), u.topic, u.partition::integer, u.off, u.type, u.outcome
                 FROM once_partitioning w,
                      unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[])
                          AS u(topic, partition, id, off, type, tenant, outcome, at)
-            ) e
-            WHERE \((probesFirst ? [own, legacy] : [legacy]).joined(separator: "\nAND "))
-            ON CONFLICT DO NOTHING
-            RETURNING tenant_id, event_id, bucket::text, ctid::text
-            """
+                """,
+                [.text(consumerGroup), .textArray(records.map(\.topic)), .int64Array(records.map { Int64($0.partition) }),
+                 .textArray(records.map(\.eventID)), .int64Array(records.map(\.offset)),
+                 .textArray(records.map(\.eventType)), .textArray(records.map(\.claimTenant)),
+                 .textArray(outcomes.map(\.rawValue)), .int64Array(records.map(\.claimTimeMicroseconds))])
+        } catch let error as PostgresError where error.kind == .uniqueViolation {
+            throw ClaimTaken(consumerGroup: consumerGroup, underlying: error)
+        }
     }
+
+    /// The time partition of `u.at` (microseconds since the epoch) in the window `w`.
+    private static let bucket = TimePartitions.claimBucket(at: "'epoch'::timestamptz + u.at * interval '1 microsecond'", window: "w")
 }
 
-/// A claimed `processed_messages` row: its partition's bucket (as text) and its place there.
-private struct ClaimedRow {
-    var bucket: String
-    var ctid: String
-}
-
-/// One outcome update statement's scope.
-private struct OutcomeUpdate: Hashable {
-    var outcome: EventOutcome
-    var bucket: String
+/// Another transaction claimed one of the batch's event ids after the batch's probe, and
+/// committed: nothing of this attempt was written. Transient: the batch runs again (in place
+/// first, `rerunsInPlace` times; then as any failed batch, after a backoff).
+struct ClaimTaken: Error, CustomStringConvertible {
+    static let rerunsInPlace = 3
+    var consumerGroup: String
+    /// The unique violation, whose detail names the (group, tenant, id).
+    var underlying: PostgresError
+    var description: String {
+        "an event id of the batch was claimed by another transaction meanwhile (consumer group \(consumerGroup)): "
+            + (underlying.detail ?? underlying.message)
+    }
 }
 
 /// How a batch transaction treats the stored positions and its ending: the one value that

@@ -59,8 +59,14 @@ struct LeastPrivilegeTests {
 
         // A member is killed part way, and a second run picks up what it left.
         let crashing = try OnceProcess(role.runArguments())
-        try await eventually("some records processed", timeout: .seconds(60)) {
-            try fixture.count("SELECT count(*) FROM processed_messages") > 0
+        do {
+            try await eventually("some records processed", timeout: .seconds(60)) {
+                try fixture.count("SELECT count(*) FROM processed_messages") > 0
+            }
+        } catch {
+            crashing.signal(SIGKILL)
+            Issue.record("once run, as the run-time role, said:\n\(crashing.output)")
+            throw error
         }
         crashing.signal(SIGKILL)
         _ = try await crashing.waitForExit(timeout: .seconds(10))
