@@ -20,7 +20,9 @@ public final class BlockingThread: @unchecked Sendable {
     private var hasExited = false
     public let name: String
 
-    /// Starts the thread. `name` identifies it in errors.
+    /// Starts the thread. `name` identifies it in errors, and (its first 15 bytes, the kernel's
+    /// limit) in `top -H`, `ps -L` and profiles; unnamed, it would carry the name of whichever
+    /// thread started it.
     public init(name: String) {
         self.name = name
         // The new thread holds a strong reference until `loop` returns after `shutdown()`.
@@ -36,6 +38,7 @@ public final class BlockingThread: @unchecked Sendable {
     }
 
     private func loop() {
+        Thread.current.name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         while true {
             condition.lock()
             while jobs.isEmpty && !isShutDown {

@@ -22,6 +22,13 @@ struct BlockingThreadTests {
         #expect(!threads.contains(poolThread))
     }
 
+    @Test func theThreadCarriesItsNameCutToTheKernelsLimit() async throws {
+        let thread = BlockingThread(name: "once-db-session-3")
+        defer { thread.shutdown() }
+        let comm = try await thread.run { try String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8) }
+        #expect(comm == "once-db-session\n")
+    }
+
     @Test func errorsReachTheCaller() async throws {
         struct Boom: Error {}
         let thread = BlockingThread(name: "test-errors")
