@@ -181,7 +181,7 @@ let package = Package(
         .testTarget(name: "OnceBackoffTests", dependencies: ["OnceBackoff"]),
         .testTarget(name: "OnceJSONTests", dependencies: ["OnceJSON"]),
         .testTarget(name: "OnceEnvelopeTests", dependencies: ["OnceEnvelope", "OnceJSON", "OnceKafka"]),
-        .testTarget(name: "OnceSchemaTests", dependencies: ["OnceSchema"]),
+        .testTarget(name: "OnceSchemaTests", dependencies: ["OnceSchema", "OncePostgres", "OnceTestSupport"]),
         .testTarget(name: "OnceOutboxTests", dependencies: ["OnceOutbox", "OncePipeline", "OnceKafka", "OncePostgres", "OnceTestSupport"]),
         .testTarget(
             name: "OncePipelineTests",

@@ -252,5 +252,25 @@ extension Migration {
                 FROM outbox o CROSS JOIN (SELECT coalesce(max(floor), 1) AS floor FROM outbox_relay) f
                 """
             ]),
+        Migration(
+            version: 8,
+            name: "claims and outbox rows written once: full pages",
+            statements: [
+                // Claims are inserted with their outcomes and the relay records its floor, so
+                // neither table's partitions need room on their pages for updates: new partitions
+                // fill their pages, and the existing ones fill the pages they add from now on
+                // (a change of settings only; no row moves, and inserts go on meanwhile).
+                TimePartitions.createPartitionFunction(roomForUpdates: false),
+                """
+                DO $do$
+                DECLARE
+                    p text;
+                BEGIN
+                    FOR p IN SELECT partition FROM once_time_partitions WHERE parent IN ('processed_messages', 'outbox') LOOP
+                        EXECUTE format('ALTER TABLE %I RESET (fillfactor)', p);
+                    END LOOP;
+                END $do$
+                """,
+            ]),
     ]
 }

@@ -34,8 +34,9 @@ public struct Privileges: Sendable, Hashable {
             Table("once_partitioning", ["SELECT"]),
             Table("once_time_partitions", ["SELECT"]),
             Table("consumer_offsets", ["SELECT", "INSERT", "UPDATE"]),
-            // A re-driven dead letter gives up its claim (DELETE).
-            Table("processed_messages", ["SELECT", "INSERT", "UPDATE", "DELETE"]),
+            // Claims are written once, with their outcomes (no UPDATE); a re-driven dead letter
+            // gives up its claim (DELETE).
+            Table("processed_messages", ["SELECT", "INSERT", "DELETE"]),
             Table("outbox", ["SELECT", "INSERT", "UPDATE"]),
             Table("outbox_relay", ["SELECT", "UPDATE"]),
             Table("dead_letters", ["SELECT", "INSERT", "UPDATE"]),

@@ -301,30 +301,7 @@ public enum TimePartitions {
         END $do$
         """,
         "CREATE " + partitionRowsFunction,
-        // One partition of one table, with the indexes that table's statements rely on.
-        """
-        CREATE FUNCTION once_create_partition(parent text, lower timestamptz, upper timestamptz) RETURNS void
-        LANGUAGE plpgsql AS $fn$
-        DECLARE
-            name text := parent || '_' || to_char(lower AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS');
-        BEGIN
-            EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name, parent);
-            CASE parent
-            WHEN 'processed_messages' THEN
-                -- Room on each page for the outcome updates of a batch (HOT, no index touched).
-                EXECUTE format('ALTER TABLE %I SET (fillfactor = 85), ALTER COLUMN tenant_id SET NOT NULL', name);
-                EXECUTE format('CREATE UNIQUE INDEX %I ON %I (consumer_group, tenant_id, event_id)', name || '_key', name);
-            WHEN 'outbox' THEN
-                -- Room for the relay's published_at update in place.
-                EXECUTE format('ALTER TABLE %I SET (fillfactor = 50), ADD PRIMARY KEY (id)', name);
-                EXECUTE format('CREATE UNIQUE INDEX %I ON %I (tenant_id, event_type, aggregate_id)', name || '_key', name);
-            WHEN 'dead_letters' THEN
-                EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (id)', name);
-            END CASE;
-            EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', parent, name, lower, upper);
-            INSERT INTO once_time_partitions VALUES (name, parent, lower, upper);
-        END $fn$
-        """,
+        createPartitionFunction(roomForUpdates: true),
         // The partitions from the interval of `at` to `ahead` intervals on. After a long pause,
         // one partition covers the whole gap, so that the range stays contiguous.
         """
@@ -409,6 +386,50 @@ extension TimePartitions {
     /// counted when it is small (under 16 MB), the planner's estimate otherwise (-1 before the
     /// first ANALYZE); 0 for anything that is not one of once's partitions (since migration 5
     /// it runs with its owner's rights).
+    /// `once_create_partition`: one partition of one table, with the indexes that table's
+    /// statements rely on. Migration 4 made it keep room on each page for updates in place (the
+    /// claims' outcome updates, the relay's `published_at`); migration 8 replaces it without,
+    /// since claims are written once with their outcomes and the relay records its floor.
+    static func createPartitionFunction(roomForUpdates: Bool) -> String {
+        let processedMessages = roomForUpdates
+            ? """
+                -- Room on each page for the outcome updates of a batch (HOT, no index touched).
+                EXECUTE format('ALTER TABLE %I SET (fillfactor = 85), ALTER COLUMN tenant_id SET NOT NULL', name);
+            """
+            : """
+                EXECUTE format('ALTER TABLE %I ALTER COLUMN tenant_id SET NOT NULL', name);
+            """
+        let outbox = roomForUpdates
+            ? """
+                -- Room for the relay's published_at update in place.
+                EXECUTE format('ALTER TABLE %I SET (fillfactor = 50), ADD PRIMARY KEY (id)', name);
+            """
+            : """
+                EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (id)', name);
+            """
+        return """
+            CREATE \(roomForUpdates ? "" : "OR REPLACE ")FUNCTION once_create_partition(parent text, lower timestamptz, upper timestamptz) RETURNS void
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                name text := parent || '_' || to_char(lower AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS');
+            BEGIN
+                EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name, parent);
+                CASE parent
+                WHEN 'processed_messages' THEN
+            \(processedMessages)
+                    EXECUTE format('CREATE UNIQUE INDEX %I ON %I (consumer_group, tenant_id, event_id)', name || '_key', name);
+                WHEN 'outbox' THEN
+            \(outbox)
+                    EXECUTE format('CREATE UNIQUE INDEX %I ON %I (tenant_id, event_type, aggregate_id)', name || '_key', name);
+                WHEN 'dead_letters' THEN
+                    EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (id)', name);
+                END CASE;
+                EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', parent, name, lower, upper);
+                INSERT INTO once_time_partitions VALUES (name, parent, lower, upper);
+            END $fn$
+            """
+    }
+
     static let partitionRowsFunction = """
         FUNCTION once_partition_rows(name text) RETURNS bigint
         LANGUAGE plpgsql STABLE AS $fn$

@@ -11,14 +11,17 @@ import Testing
 /// happens when another transaction claims one of those ids in between.
 @Suite(.timeLimit(.minutes(2)))
 struct ClaimRaceTests {
+    /// A database of the pipeline's tables and `test_effects`.
+    static func database() async throws -> TestDatabase {
+        try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
+    }
+
     @Test(arguments: [true, false])
     func anIDClaimedMeanwhileByAnotherTransactionCountsOnceWhicheverWayThatOneEnds(otherCommits: Bool) async throws {
-        let database = try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
+        let database = try await Self.database()
         defer { database.drop() }
-        var registry = HandlerRegistry()
-        registry.register(TestEffectHandler(outputTopic: "out"))
-        let transaction = BatchTransaction(consumerGroup: "g", registry: registry, deadLetterTopic: "dlq")
-        let decoder = BatchDecoder(registry: registry)
+        let transaction = BatchTransaction(consumerGroup: "g", registry: .testEffects(), deadLetterTopic: "dlq")
+        let decoder = BatchDecoder(registry: .testEffects())
         let batch = PartitionBatch(
             partition: TopicPartition("in", 0),
             records: [
@@ -81,13 +84,11 @@ struct ClaimRaceTests {
     }
 
     @Test func outcomesOtherThanAppliedAreWrittenWithTheClaim() async throws {
-        let database = try await TestDatabase.create(migrations: Migration.pipeline + TestEffectHandler.migrations)
+        let database = try await Self.database()
         defer { database.drop() }
         let connection = try database.connect()
         defer { connection.close() }
-        var registry = HandlerRegistry()
-        registry.register(TestEffectHandler(outputTopic: "out"))
-        let processor = RecordProcessor(consumerGroup: "g", registry: registry, deadLetterTopic: "dlq")
+        let processor = RecordProcessor(consumerGroup: "g", registry: .testEffects(), deadLetterTopic: "dlq")
         // An effect, a second event of its key (duplicate), a record that is not JSON and one
         // whose handler fails for good (both dead-lettered), and a redelivery of the first.
         let values = [

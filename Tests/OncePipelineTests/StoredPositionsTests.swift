@@ -100,8 +100,7 @@ struct OffsetResetDatabaseTests {
         #expect(after.nextOffset == 20 && after.generation == 4 && after.owner == "member-a")
 
         // A batch of the old claim (generation 3, from 50) is fenced and writes nothing.
-        var registry = HandlerRegistry()
-        registry.register(TestEffectHandler(outputTopic: "out"))
+        let registry = HandlerRegistry.testEffects()
         let transaction = BatchTransaction(consumerGroup: group, registry: registry, deadLetterTopic: "dlq")
         let batch = PartitionBatch(
             partition: partition,
@@ -145,8 +144,7 @@ struct OffsetResetDatabaseTests {
         defer { database.drop() }
         let connection = try database.connect()
         defer { connection.close() }
-        var registry = HandlerRegistry()
-        registry.register(TestEffectHandler(outputTopic: "out"))
+        let registry = HandlerRegistry.testEffects()
         let processor = RecordProcessor(consumerGroup: "g", registry: registry, deadLetterTopic: "dlq")
         let values = [TestEvents.effect(id: "a", key: "a"), Array("{bad".utf8), TestEvents.effect(id: "f", key: "f", fail: true)]
         let records = values.enumerated().map { offset, value in
@@ -181,8 +179,7 @@ struct MultiPartitionTransactionTests {
             VALUES ($1, 'in', 0, 10, 2, 'me'), ($1, 'in', 1, 30, 5, 'me')
             """,
             [.text(group)])
-        var registry = HandlerRegistry()
-        registry.register(TestEffectHandler(outputTopic: "out"))
+        let registry = HandlerRegistry.testEffects()
         let transaction = BatchTransaction(consumerGroup: group, registry: registry, deadLetterTopic: "dlq")
         let decoder = BatchDecoder(registry: registry)
         func part(_ partition: Int32, from offset: Int64, ids: [String], generation: Int64) -> (BatchPart, PartitionFence) {

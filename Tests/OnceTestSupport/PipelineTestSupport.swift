@@ -36,6 +36,15 @@ public struct TestTopics: Sendable {
 
 /// The test event type: `test.effect` v1 with `data.key` (the business key) and an optional
 /// `data.fail` that makes the handler reject the event for good.
+extension HandlerRegistry {
+    /// A registry of `TestEffectHandler` alone, its outbound events on `outputTopic`.
+    public static func testEffects(outputTopic: String = "out") -> HandlerRegistry {
+        var registry = HandlerRegistry()
+        registry.register(TestEffectHandler(outputTopic: outputTopic))
+        return registry
+    }
+}
+
 public struct TestEffectHandler: EventHandler {
     public struct Command: Sendable {
         var key: String
