@@ -64,8 +64,8 @@ struct UpgradeTests {
             """, [.text(Self.group), .text(Self.topic)])
 
         #expect(
-            try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db) == [4, 5, 6, 7],
-            "the upgrade to time partitions, least privilege, resolutions and replays, the relay's floor")
+            try Migrator(migrations: Migration.pipeline + Domain.migrations).migrate(on: db) == [4, 5, 6, 7, 8],
+            "the upgrade to time partitions, least privilege, resolutions and replays, the relay's floor, full pages")
         #expect(
             try db.query("SELECT event_id, resolution FROM dead_letters ORDER BY id").map {
                 [try $0.decode(String.self, column: 0), try $0.decode(String?.self, column: 1) ?? "-"]
