@@ -382,10 +382,6 @@ public enum TimePartitions {
 }
 
 extension TimePartitions {
-    /// `once_partition_rows(name)`, after `CREATE ` or `CREATE OR REPLACE `: a partition's rows,
-    /// counted when it is small (under 16 MB), the planner's estimate otherwise (-1 before the
-    /// first ANALYZE); 0 for anything that is not one of once's partitions (since migration 5
-    /// it runs with its owner's rights).
     /// `once_create_partition`: one partition of one table, with the indexes that table's
     /// statements rely on. Migration 4 made it keep room on each page for updates in place (the
     /// claims' outcome updates, the relay's `published_at`); migration 8 replaces it without,
@@ -430,6 +426,10 @@ extension TimePartitions {
             """
     }
 
+    /// `once_partition_rows(name)`, after `CREATE ` or `CREATE OR REPLACE `: a partition's rows,
+    /// counted when it is small (under 16 MB), the planner's estimate otherwise (-1 before the
+    /// first ANALYZE); 0 for anything that is not one of once's partitions (since migration 5
+    /// it runs with its owner's rights).
     static let partitionRowsFunction = """
         FUNCTION once_partition_rows(name text) RETURNS bigint
         LANGUAGE plpgsql STABLE AS $fn$
