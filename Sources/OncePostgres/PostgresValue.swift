@@ -365,25 +365,33 @@ enum PostgresTextFormat {
         else {
             throw PostgresValueFormatError("bytea is not in hex output format")
         }
-        var result = [UInt8]()
-        result.reserveCapacity((bytes.count - 2) / 2)
-        var index = bytes.startIndex + 2
-        while index < bytes.endIndex {
-            guard let high = hexValue(bytes[index]), let low = hexValue(bytes[index + 1]) else {
-                throw PostgresValueFormatError("bytea has a non-hex digit")
+        // Digits are looked up in a table: the relay decodes every payload it reads this way.
+        let count = (bytes.count - 2) / 2
+        var valid = true
+        let result = bytes.withUnsafeBufferPointer { text in
+            [UInt8](unsafeUninitializedCapacity: count) { output, initialized in
+                var invalid: UInt8 = 0
+                for index in 0..<count {
+                    let high = hexDigits[Int(text[2 + 2 * index])]
+                    let low = hexDigits[Int(text[3 + 2 * index])]
+                    invalid |= high | low
+                    output[index] = high << 4 | low & 0x0F
+                }
+                valid = invalid & 0x80 == 0
+                initialized = count
             }
-            result.append(high << 4 | low)
-            index += 2
         }
+        guard valid else { throw PostgresValueFormatError("bytea has a non-hex digit") }
         return result
     }
 
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-        default: return nil
+    /// Each byte's value as a hex digit, or 0x80 when it is not one.
+    private static let hexDigits: [UInt8] = (0...255).map { byte in
+        switch UInt8(byte) {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt8(byte) - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt8(byte) - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt8(byte) - UInt8(ascii: "A") + 10
+        default: return 0x80
         }
     }
 

@@ -65,6 +65,13 @@ import Testing
         #expect(try PostgresTextFormat.parseByteaHex(Array("\\x00ff7Fa0".utf8)[...]) == [0, 255, 127, 160])
         #expect(try PostgresTextFormat.parseByteaHex(Array("\\x".utf8)[...]) == [])
         #expect(throws: PostgresValueFormatError.self) { try PostgresTextFormat.parseByteaHex(Array("abc".utf8)[...]) }
+        // Every byte value, from a slice that does not start at 0; and a bad digit anywhere.
+        let all = (0...255).map { UInt8($0) }
+        let hex = Array("--\\x".utf8) + all.flatMap { Array(String(format: "%02x", $0).utf8) }
+        #expect(try PostgresTextFormat.parseByteaHex(hex[2...]) == all)
+        for bad in ["\\x0g", "\\xg0", "\\x00:0", "\\x/0", "\\x0G"] {
+            #expect(throws: PostgresValueFormatError.self) { try PostgresTextFormat.parseByteaHex(Array(bad.utf8)[...]) }
+        }
     }
 
     @Test func nulInTextIsRejectedBeforeSending() {
