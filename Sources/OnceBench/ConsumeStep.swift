@@ -95,7 +95,7 @@ enum ConsumeStep {
         for property in context.kafkaProperties { arguments += ["--kafka-property", property] }
         arguments += extraArguments
         let watch = try await CommitWatch(database: database, group: group, target: expectation.records, cpu: context.cpu)
-        let cpuBefore = context.cpu.sample()
+        let cpuBefore = context.cpu.sample(benchBackends: watch.backends)
         let launched = ContinuousClock.now
         let child = try context.once.start(arguments, logName: "\(strategy)-run")
         watch.track([child.pid])
@@ -107,7 +107,7 @@ enum ConsumeStep {
         }
         let processSeconds = (ContinuousClock.now - launched).seconds
         let cpu = CPUProbe.usage(
-            from: cpuBefore, to: context.cpu.sample(), client: .children, clientName: "once run",
+            from: cpuBefore, to: context.cpu.sample(benchBackends: watch.backends), client: .children, clientName: "once run",
             records: expectation.records)
         await watch.stop()
         guard status == 0 else {

@@ -196,6 +196,8 @@ final class CommitWatch: Sendable {
 
     private let state = Locked(Observation())
     private let clients = Locked<[Int32]>([])
+    /// The watch's own backend: its CPU is the bench's, not the client's (`CPUProbe.Sample.benchBackends`).
+    let backends: [Int32]
     private let task: Task<Void, Error>
 
     /// Polls every `interval`; with a `cpu` probe, samples it (and the processes `track(_:)`
@@ -208,6 +210,8 @@ final class CommitWatch: Sendable {
             configuration: PostgresConfiguration(url: database.url, applicationName: "once-bench-watch"))
         let state = self.state
         let clients = self.clients
+        let backends = try await client.withConnection { db in db.backendPID.map { [$0] } ?? [] }
+        self.backends = backends
         task = Task {
             defer { Task { await client.close() } }
             while !Task.isCancelled {
@@ -221,7 +225,7 @@ final class CommitWatch: Sendable {
                 let seen = state.value
                 let isFirst = total > 0 && seen.firstSeen == nil
                 let isTarget = total >= Int64(target) && seen.targetSeen == nil
-                let sample = isFirst || isTarget ? cpu?.sample(tracking: clients.value) : nil
+                let sample = isFirst || isTarget ? cpu?.sample(tracking: clients.value, benchBackends: backends) : nil
                 let done = state.update { observation in
                     observation.polls += 1
                     if isFirst {

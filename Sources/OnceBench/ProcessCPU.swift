@@ -80,12 +80,15 @@ struct CPUProbe: Sendable {
         var broker: Int64?
         /// The live processes asked for, their own time (`sample(tracking:)`).
         var tracked: Int64 = 0
+        /// The bench's own backends (the commit watch's), their time: not the client's doing,
+        /// so taken out of PostgreSQL's.
+        var benchBackends: Int64 = 0
         var at: ContinuousClock.Instant
     }
 
     /// Also reads the own time of the live processes `tracking`, for a window that ends before
-    /// they are reaped.
-    func sample(tracking pids: [Int32] = []) -> Sample {
+    /// they are reaped, and of the bench's backends `benchBackends`.
+    func sample(tracking pids: [Int32] = [], benchBackends: [Int32] = []) -> Sample {
         let bench = ProcessTimes.read(pid: getpid())
         var postgres: Int64?
         if let postmaster, let root = ProcessTimes.read(pid: postmaster) {
@@ -94,9 +97,10 @@ struct CPUProbe: Sendable {
         }
         let broker = broker.flatMap { ProcessTimes.read(pid: $0) }.map { $0.ownTicks + $0.childrenTicks }
         let tracked = pids.compactMap { ProcessTimes.read(pid: $0) }.reduce(0) { $0 + $1.ownTicks }
+        let backends = benchBackends.compactMap { ProcessTimes.read(pid: $0) }.reduce(0) { $0 + $1.ownTicks }
         return Sample(
             benchOwn: bench?.ownTicks ?? 0, benchChildren: bench?.childrenTicks ?? 0, postgres: postgres,
-            broker: broker, tracked: tracked, at: .now)
+            broker: broker, tracked: tracked, benchBackends: backends, at: .now)
     }
 
     /// Where the client's CPU is found.
@@ -120,7 +124,9 @@ struct CPUProbe: Sendable {
             case .bench: after.benchOwn - before.benchOwn
             case .tracked: after.tracked - before.tracked
             }
-        let postgres = both(before.postgres, after.postgres).map { pair in microseconds(pair.1 - pair.0) }
+        let postgres = both(before.postgres, after.postgres).map { pair in
+            microseconds(pair.1 - pair.0 - (after.benchBackends - before.benchBackends))
+        }
         let broker = both(before.broker, after.broker).map { pair in microseconds(pair.1 - pair.0) }
         return CPUUsage(
             records: records, seconds: (after.at - before.at).seconds, client: clientName,
