@@ -1,6 +1,7 @@
 import Logging
 import OnceBackoff
 import OnceKafka
+import OnceOutbox
 import OncePostgres
 import ServiceLifecycle
 
@@ -28,17 +29,18 @@ public final class ConsumerPipeline: Service, Sendable {
     public let health: PipelineHealth
 
     /// With `untilIdle`, `run` returns once caught up for that long and `isQuiet` holds (for
-    /// example "the outbox is published").
+    /// example "the outbox is published"). Committed outbox rows go to `outboxHandoff`, the
+    /// relay's of this process when it runs one.
     public init(
         configuration: PipelineConfiguration, registry: HandlerRegistry, untilIdle: Duration? = nil,
         isQuiet: @escaping @Sendable () async -> Bool = { true }, health: PipelineHealth = PipelineHealth(),
-        logger: Logger = Logger(label: "once.pipeline")
+        outboxHandoff: OutboxHandoff? = nil, logger: Logger = Logger(label: "once.pipeline")
     ) {
         self.health = health
         self.configuration = configuration
         self.processor = RecordProcessor(
             consumerGroup: configuration.consumerGroup, registry: registry, deadLetterTopic: configuration.deadLetterTopic,
-            maxRecordBytes: configuration.maxRecordBytes, tracing: configuration.tracing)
+            maxRecordBytes: configuration.maxRecordBytes, tracing: configuration.tracing, outboxHandoff: outboxHandoff)
         self.untilIdle = untilIdle
         self.isQuiet = isQuiet
         self.logger = logger

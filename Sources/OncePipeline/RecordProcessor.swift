@@ -1,4 +1,5 @@
 import OnceKafka
+import OnceOutbox
 import OncePostgres
 import OnceTracing
 
@@ -15,10 +16,12 @@ public struct RecordProcessor: Sendable {
 
     public init(
         consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String = PipelineDefaults.deadLetterTopic,
-        maxRecordBytes: Int = PipelineDefaults.maxRecordBytes, tracing: RecordTracing = .propagateOnly
+        maxRecordBytes: Int = PipelineDefaults.maxRecordBytes, tracing: RecordTracing = .propagateOnly,
+        outboxHandoff: OutboxHandoff? = nil
     ) {
         decoder = BatchDecoder(registry: registry, maxRecordBytes: maxRecordBytes, tracing: tracing)
-        transaction = BatchTransaction(consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
+        transaction = BatchTransaction(
+            consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic, outboxHandoff: outboxHandoff)
     }
 
     /// The group whose claims and dead letters it writes.
