@@ -46,24 +46,12 @@ package enum OutboxKeys: Sendable {
 }
 
 /// Writes outbox rows inside the caller's transaction and remembers that it did, so the batch
-/// can wake the relay (NOTIFY is delivered only on commit) and, once it has committed, hand
-/// the new rows to this process's relay (`OutboxHandoff`). Used by one transaction's thread.
+/// can wake the relay (NOTIFY is delivered only on commit). Used by one transaction's thread.
 package final class OutboxWriter {
     package static let channel = "once_outbox"
     package private(set) var inserted = 0
-    private let handoff: OutboxHandoff?
-    /// The rows written with their ids, for `handoff`.
-    private var written: [OutboxRow] = []
 
-    package init(handoff: OutboxHandoff? = nil) {
-        self.handoff = handoff
-    }
-
-    /// Hands the rows written to the relay; call it after the transaction committed.
-    package func committed() {
-        handoff?.committed(written)
-        written = []
-    }
+    package init() {}
 
     package func insert(_ messages: [OutboxMessage], keys: OutboxKeys = .new, on connection: PostgresConnection) throws {
         guard !messages.isEmpty else { return }
@@ -78,10 +66,6 @@ package final class OutboxWriter {
         var payloadLengths: [Int64?] = []
         var headerStarts: [Int64] = []
         var headerLengths: [Int64] = []
-        // New keys only: a conflict clause would return fewer rows than messages.
-        let handsOver = handoff != nil && keys == .new
-        var records: [KafkaOutgoingRecord] = []
-        if handsOver { records.reserveCapacity(messages.count) }
         for message in messages {
             if let payload = message.payload {
                 payloadStarts.append(Int64(blob.count + 1))
@@ -91,21 +75,14 @@ package final class OutboxWriter {
                 payloadStarts.append(nil)
                 payloadLengths.append(nil)
             }
-            let sorted = message.headers.keys.sorted().map { KafkaHeader(name: $0, value: Array(message.headers[$0]!.utf8)) }
-            let headers = StoredHeaders.json(sorted)
+            let headers = StoredHeaders.json(
+                message.headers.keys.sorted().map { KafkaHeader(name: $0, value: Array(message.headers[$0]!.utf8)) })
             headerStarts.append(Int64(blob.count + 1))
             headerLengths.append(Int64(headers.count))
             blob.append(contentsOf: headers)
-            if handsOver {
-                // What the relay would make of the stored row (`OutboxRead`).
-                records.append(
-                    KafkaOutgoingRecord(
-                        topic: message.topic, key: message.key.map { Array($0.utf8) }, value: message.payload,
-                        headers: sorted))
-            }
         }
         let statement = keys == .new ? Self.insertNew : Self.insertIfAbsent
-        let result = try connection.query(
+        inserted += try connection.query(
             prepared: statement.name, statement.sql,
             [
                 .textArray(messages.map(\.tenantID)), .textArray(messages.map(\.eventType)),
@@ -113,17 +90,11 @@ package final class OutboxWriter {
                 .textArray(messages.map(\.key)), .bytea(blob),
                 .int64Array(payloadStarts), .int64Array(payloadLengths),
                 .int64Array(headerStarts.map { $0 }), .int64Array(headerLengths.map { $0 }),
-            ])
-        inserted += result.affectedRows
-        // The ids come back in insert order, which is message order (the ORDER BY below).
-        if handsOver && result.rowCount == messages.count {
-            for (index, row) in result.enumerated() {
-                written.append(OutboxRow(id: try row.decode(Int64.self, column: 0), record: records[index]))
-            }
-        }
+            ]
+        ).affectedRows
     }
 
-    private static let insertNew = (name: "once_outbox_returning_id", sql: insertSQL + "\nRETURNING id")
+    private static let insertNew = (name: "once_outbox", sql: insertSQL)
     private static let insertIfAbsent = (name: "once_outbox_if_absent", sql: insertSQL + "\nON CONFLICT DO NOTHING")
 
     private static let insertSQL = """

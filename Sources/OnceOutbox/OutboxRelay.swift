@@ -12,8 +12,7 @@ import ServiceLifecycle
 /// recorded floor (a crash before the floor moved past it) is published again, with the same
 /// payload and event id. Rows are written once, by their transaction; the relay only reads
 /// them, but for the rare mark that keeps a merged gap from re-reading what it published
-/// (`OutboxPosition.advance`). Its reads return ids; the contents of the rows this process's
-/// transactions committed come from `handoff`, the others' are read back by id.
+/// (`OutboxPosition.advance`).
 ///
 /// One relay is active across all processes: the one holding a session-level advisory lock;
 /// the others stand by and take over when its session ends. The active relay wakes on
@@ -37,21 +36,14 @@ public final class OutboxRelay: Service, Sendable {
     private let publishFailures = Counter(label: "once_outbox_publish_failures_total")
     private let publishDuration = Metrics.Timer(label: "once_outbox_publish_seconds")
     private let backlog = Gauge(label: "once_outbox_backlog_rows")
-    private let readFromMemory = Counter(label: "once_outbox_read_rows_total", dimensions: [("from", "memory")])
-    private let readFromTable = Counter(label: "once_outbox_read_rows_total", dimensions: [("from", "table")])
-    /// The rows this process's transactions hand over, so that the relay need not read them
-    /// back: give it to the pipeline (`ConsumerPipeline`).
-    public let handoff: OutboxHandoff
     private let tracing: RecordTracing
     /// How often the active relay counts the unpublished rows.
     static let backlogInterval: Duration = .seconds(5)
 
     public init(
         databaseURL: String, brokers: String, kafkaProperties: [String: String] = [:],
-        tracing: RecordTracing = .propagateOnly, handoff: OutboxHandoff = OutboxHandoff(),
-        logger: Logger = Logger(label: "once.relay")
+        tracing: RecordTracing = .propagateOnly, logger: Logger = Logger(label: "once.relay")
     ) {
-        self.handoff = handoff
         self.databaseURL = databaseURL
         self.tracing = tracing
         var producer = KafkaProducerConfiguration(bootstrapServers: brokers)
@@ -80,10 +72,7 @@ public final class OutboxRelay: Service, Sendable {
                 ]),
             logger: logger, threadName: "once-relay-db")
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
-        defer {
-            handoff.accept(false)
-            logger.info("relay stopped")
-        }
+        defer { logger.info("relay stopped") }
         var lockedBackend: Int32?
         var position = OutboxPosition(floor: 1)
         var attempt = 0
@@ -102,7 +91,6 @@ public final class OutboxRelay: Service, Sendable {
                     guard let acquired else {
                         if status.role != .standby {
                             status.became(.standby)
-                            handoff.accept(false)
                             backlog.record(0)
                         }
                         // Standby: another relay is active.
@@ -111,7 +99,6 @@ public final class OutboxRelay: Service, Sendable {
                     }
                     lockedBackend = acquired
                     status.became(.active)
-                    handoff.accept(true)
                     backlogCounted = nil
                     position = try await session.withConnection { db in try Self.recordedFloor(on: db) }
                     logger.info("relay active", metadata: ["floor": "\(position.floor)"])
@@ -151,7 +138,7 @@ public final class OutboxRelay: Service, Sendable {
     /// many the broker acknowledged.
     func publishOnce(session: PostgresSession, producer: KafkaProducer, position: inout OutboxPosition) async throws -> Int {
         let floorBefore = position.floor
-        let read = try await read(position.readRanges, limit: batchSize, session: session)
+        let read = try await Self.read(position.readRanges, limit: batchSize, session: session)
         let rows = read.rows
         let sendStarted = ContinuousClock.now
         let results: [Result<KafkaDeliveryReport, KafkaError>]
@@ -183,7 +170,7 @@ public final class OutboxRelay: Service, Sendable {
         // when the read came back short, or empty, and every row went out).
         let examined: Int64 =
             acknowledged.count < rows.count ? rows[acknowledged.count].id
-            : read.vanished ?? (rows.count < batchSize ? .max : rows[rows.count - 1].id + 1)
+            : rows.count < batchSize ? .max : rows[rows.count - 1].id + 1
         let merged = position.advance(published: acknowledged, examinedBelow: examined, horizon: read.horizon)
         let floor = position.floor
         if !merged.isEmpty || floor > floorBefore {
@@ -192,70 +179,34 @@ public final class OutboxRelay: Service, Sendable {
                 if floor > floorBefore { try Self.record(floor: floor, on: db) }
             }
         }
-        if read.fromMemory > 0 { readFromMemory.increment(by: read.fromMemory) }
-        if rows.count > read.fromMemory { readFromTable.increment(by: rows.count - read.fromMemory) }
-        if floor > floorBefore { handoff.forget(below: floor) }
         guard !acknowledged.isEmpty || rows.isEmpty else { throw RelayStalled(rowID: rows[0].id) }
         return acknowledged.count
     }
 
     /// Up to `limit` unpublished rows with ids in `ranges`, the smallest first, and what the
-    /// read's snapshot saw of the transactions around it. The read itself returns ids: the
-    /// rows this process's transactions handed over (`OutboxHandoff`) come from memory, the
-    /// others from a second statement by id.
-    private func read(_ ranges: [Range<Int64>], limit: Int, session: PostgresSession) async throws -> OutboxRead {
-        let handoff = self.handoff
-        return try await session.withConnection { db in
-            let found = try db.query(
-                prepared: "once_relay_read_ids",
-                """
-                WITH horizon AS (
-                    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
-                           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
-                )
-                SELECT h.oldest_running, h.next_xid, o.id
-                FROM horizon h LEFT JOIN LATERAL (
-                    SELECT x.id FROM unnest($1::bigint[], $2::bigint[]) AS r(low, high)
-                    CROSS JOIN LATERAL (
-                        SELECT id FROM outbox
-                        WHERE id >= r.low AND id < r.high AND published_at IS NULL ORDER BY id LIMIT $3
-                    ) x
-                    ORDER BY x.id LIMIT $3
-                ) o ON true
-                ORDER BY o.id
-                """,
-                [.int64Array(ranges.map(\.lowerBound)), .int64Array(ranges.map(\.upperBound)), .int(limit)])
-            let first = found[0]
-            let horizon = OutboxHorizon(
-                oldestRunningXID: try first.decode(Int64.self, column: 0), nextXID: try first.decode(Int64.self, column: 1))
-            let ids = try found.compactMap { try $0.decode(Int64?.self, column: 2) }  // none: the horizon alone
-            var records = handoff.take(ids)
-            let missing = ids.filter { records[$0] == nil }
-            if !missing.isEmpty {
-                for row in try Self.rows(missing, on: db) { records[row.id] = row.record }
-            }
-            // A row deleted between the two statements ends the round before it.
-            let rows = ids.prefix { records[$0] != nil }.map { OutboxRow(id: $0, record: records[$0]!) }
-            return OutboxRead(
-                horizon: horizon, rows: rows, fromMemory: ids.count - missing.count,
-                vanished: rows.count < ids.count ? ids[rows.count] : nil)
-        }
-    }
-
-    /// The rows with these ids, as stored.
-    static func rows(_ ids: [Int64], on db: PostgresConnection) throws -> [OutboxRow] {
-        try db.query(
-            prepared: "once_relay_read_rows",
-            "SELECT id, topic, message_key, payload, headers::text FROM outbox WHERE id = ANY($1::bigint[]) ORDER BY id",
-            [.int64Array(ids)]
-        ).map { row in
-            OutboxRow(
-                id: try row.decode(Int64.self, column: 0),
-                record: KafkaOutgoingRecord(
-                    topic: try row.decode(String.self, column: 1),
-                    key: try row.decode(String?.self, column: 2).map { Array($0.utf8) },
-                    value: try row.decode([UInt8]?.self, column: 3),
-                    headers: StoredHeaders.headers(fromJSON: try row.decode(String.self, column: 4))))
+    /// read's snapshot saw of the transactions around it.
+    private static func read(_ ranges: [Range<Int64>], limit: Int, session: PostgresSession) async throws -> OutboxRead {
+        try await session.withConnection { db in
+            try OutboxRead(
+                db.query(
+                    prepared: "once_relay_read",
+                    """
+                    WITH horizon AS (
+                        SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running,
+                               pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
+                    )
+                    SELECT h.oldest_running, h.next_xid, o.id, o.topic, o.message_key, o.payload, o.headers::text
+                    FROM horizon h LEFT JOIN LATERAL (
+                        SELECT x.* FROM unnest($1::bigint[], $2::bigint[]) AS r(low, high)
+                        CROSS JOIN LATERAL (
+                            SELECT id, topic, message_key, payload, headers FROM outbox
+                            WHERE id >= r.low AND id < r.high AND published_at IS NULL ORDER BY id LIMIT $3
+                        ) x
+                        ORDER BY x.id LIMIT $3
+                    ) o ON true
+                    ORDER BY o.id
+                    """,
+                    [.int64Array(ranges.map(\.lowerBound)), .int64Array(ranges.map(\.upperBound)), .int(limit)]))
         }
     }
 
@@ -393,24 +344,28 @@ struct OutboxHorizon: Sendable, Hashable {
 /// The rows of one relay read, and its horizon.
 struct OutboxRead {
     var horizon: OutboxHorizon
-    /// The rows found, in id order.
     var rows: [OutboxRow]
-    /// How many of them came from memory (`OutboxHandoff`).
-    var fromMemory: Int
-    /// The id of a row the read found but that was gone when its contents were read (deleted
-    /// in between): `rows` stops before it, and the round has examined the ids below it only.
-    var vanished: Int64?
+
+    init(_ result: PostgresResult) throws {
+        let first = result[0]
+        horizon = OutboxHorizon(
+            oldestRunningXID: try first.decode(Int64.self, column: 0), nextXID: try first.decode(Int64.self, column: 1))
+        rows = try result.compactMap { row in
+            guard let id = try row.decode(Int64?.self, column: 2) else { return nil }  // no row: the horizon alone
+            return OutboxRow(
+                id: id,
+                record: KafkaOutgoingRecord(
+                    topic: try row.decode(String.self, column: 3),
+                    key: try row.decode(String?.self, column: 4).map { Array($0.utf8) },
+                    value: try row.decode([UInt8]?.self, column: 5),
+                    headers: StoredHeaders.headers(fromJSON: try row.decode(String.self, column: 6))))
+        }
+    }
 }
 
-/// An outbox row as the relay publishes it.
-package struct OutboxRow: Sendable {
-    package var id: Int64
-    package var record: KafkaOutgoingRecord
-
-    package init(id: Int64, record: KafkaOutgoingRecord) {
-        self.id = id
-        self.record = record
-    }
+struct OutboxRow: Sendable {
+    var id: Int64
+    var record: KafkaOutgoingRecord
 }
 
 struct RelayStalled: Error, CustomStringConvertible {

@@ -14,23 +14,19 @@ import OnceSchema
 /// after), and NOTIFY the relay. A handler that fails for good on some record makes the batch
 /// run again with that handler's runs bisected under savepoints, so only the failing record is
 /// dead-lettered; an id claimed by another transaction meanwhile makes it run again whole
-/// (`ClaimTaken`). Once it has committed, its outbox rows go to `outboxHandoff` (when given: the
-/// relay of this process), which spares the relay reading them back. Blocking: runs on a
-/// database thread. Transient `PostgresError`s propagate for the caller to retry;
-/// `BatchFenced` means a partition moved on.
+/// (`ClaimTaken`). Blocking: runs on a database thread. Transient `PostgresError`s propagate
+/// for the caller to retry; `BatchFenced` means a partition moved on.
 ///
 /// Replays and dead-letter retries run this same transaction in another `TransactionMode`.
 package struct BatchTransaction: Sendable {
     package var consumerGroup: String
     package var registry: HandlerRegistry
     package var deadLetterTopic: String
-    package var outboxHandoff: OutboxHandoff?
 
-    package init(consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String, outboxHandoff: OutboxHandoff? = nil) {
+    package init(consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String) {
         self.consumerGroup = consumerGroup
         self.registry = registry
         self.deadLetterTopic = deadLetterTopic
-        self.outboxHandoff = outboxHandoff
     }
 
     /// The batches of one or more partitions in one transaction (`once run` joins the
@@ -58,8 +54,7 @@ package struct BatchTransaction: Sendable {
     }
 
     private func attempt(_ parts: [BatchPart], mode: TransactionMode, isolating: Bool, on db: PostgresConnection) throws -> BatchSummary {
-        let outbox = OutboxWriter(handoff: outboxHandoff)
-        let summary = try db.transaction { tx in
+        try db.transaction { tx in
             // 1. The fence: this owner, this generation, from where each batch starts.
             //    In partition order, so that two transactions fencing the same partitions (a
             //    zombie's and its successor's) queue instead of deadlocking.
@@ -85,6 +80,7 @@ package struct BatchTransaction: Sendable {
             let new = candidates.indices.filter { !held.contains($0) }.map { candidates[$0] }
 
             // 3. Handlers, on runs of one event type (or one shared command type), in offset order.
+            let outbox = OutboxWriter()
             let finale = TransactionFinale(runsAtOnce: isolating)
             let context = HandlerContext(
                 connection: tx, consumerGroup: consumerGroup, outbox: outbox, finale: finale,
@@ -146,9 +142,6 @@ package struct BatchTransaction: Sendable {
             if case .dryRun = mode { throw DryRunRollback(summary: summary) }
             return summary
         }
-        // 7. Committed: the relay may publish the rows from memory.
-        outbox.committed()
-        return summary
     }
 
     /// Applies `run` under a savepoint; if the handler fails for good, splits the run in halves

@@ -1,7 +1,6 @@
 import Logging
 import OnceBackoff
 import OnceKafka
-import OnceOutbox
 import OncePostgres
 import ServiceLifecycle
 
@@ -29,18 +28,17 @@ public final class ConsumerPipeline: Service, Sendable {
     public let health: PipelineHealth
 
     /// With `untilIdle`, `run` returns once caught up for that long and `isQuiet` holds (for
-    /// example "the outbox is published"). Committed outbox rows go to `outboxHandoff`, the
-    /// relay's of this process when it runs one.
+    /// example "the outbox is published").
     public init(
         configuration: PipelineConfiguration, registry: HandlerRegistry, untilIdle: Duration? = nil,
         isQuiet: @escaping @Sendable () async -> Bool = { true }, health: PipelineHealth = PipelineHealth(),
-        outboxHandoff: OutboxHandoff? = nil, logger: Logger = Logger(label: "once.pipeline")
+        logger: Logger = Logger(label: "once.pipeline")
     ) {
         self.health = health
         self.configuration = configuration
         self.processor = RecordProcessor(
             consumerGroup: configuration.consumerGroup, registry: registry, deadLetterTopic: configuration.deadLetterTopic,
-            maxRecordBytes: configuration.maxRecordBytes, tracing: configuration.tracing, outboxHandoff: outboxHandoff)
+            maxRecordBytes: configuration.maxRecordBytes, tracing: configuration.tracing)
         self.untilIdle = untilIdle
         self.isQuiet = isQuiet
         self.logger = logger

@@ -1,5 +1,4 @@
 import OnceKafka
-import OnceOutbox
 import OncePostgres
 import OnceTracing
 
@@ -16,12 +15,10 @@ public struct RecordProcessor: Sendable {
 
     public init(
         consumerGroup: String, registry: HandlerRegistry, deadLetterTopic: String = PipelineDefaults.deadLetterTopic,
-        maxRecordBytes: Int = PipelineDefaults.maxRecordBytes, tracing: RecordTracing = .propagateOnly,
-        outboxHandoff: OutboxHandoff? = nil
+        maxRecordBytes: Int = PipelineDefaults.maxRecordBytes, tracing: RecordTracing = .propagateOnly
     ) {
         decoder = BatchDecoder(registry: registry, maxRecordBytes: maxRecordBytes, tracing: tracing)
-        transaction = BatchTransaction(
-            consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic, outboxHandoff: outboxHandoff)
+        transaction = BatchTransaction(consumerGroup: consumerGroup, registry: registry, deadLetterTopic: deadLetterTopic)
     }
 
     /// The group whose claims and dead letters it writes.

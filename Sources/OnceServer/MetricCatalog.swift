@@ -34,8 +34,6 @@ public enum MetricCatalog {
               help: "Records between this member's stored position and the broker's end, per partition it holds (the end as the consumer's statistics last reported it)."),
         Entry(name: "once_outbox_published_total", type: "counter", labels: "",
               help: "Outbox rows published and acknowledged by the broker."),
-        Entry(name: "once_outbox_read_rows_total", type: "counter", labels: "from",
-              help: "Outbox rows the active relay took up to publish, by where their contents came from: memory (handed over by this process's transactions) or table (read back: other processes' rows, rows from before the relay became active, rows past the handoff's capacity)."),
         Entry(name: "once_outbox_publish_failures_total", type: "counter", labels: "",
               help: "Publish rounds in which the broker refused or did not acknowledge a row."),
         Entry(name: "once_outbox_publish_seconds", type: "histogram", labels: "",

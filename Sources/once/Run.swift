@@ -106,7 +106,7 @@ struct Run: AsyncParsableCommand {
         }
         let pipeline = ConsumerPipeline(
             configuration: configuration, registry: registry, untilIdle: untilIdle.map { .milliseconds(Int64($0 * 1000)) },
-            isQuiet: outboxPublished, outboxHandoff: relay.handoff, logger: logger)
+            isQuiet: outboxPublished, logger: logger)
         let maintenance = PartitionMaintenance(
             databaseURL: configuration.databaseURL, retention: settings.retention, logger: Logger(label: "once.retention"))
         // The HTTP endpoint, first in the group so that it stops last: readiness says "not

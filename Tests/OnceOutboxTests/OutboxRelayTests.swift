@@ -194,54 +194,6 @@ import Testing
         await topics.delete()
     }
 
-    /// The rows handed over go out as handed over, without being read back; an id handed over
-    /// whose row never committed goes out never; a row nobody handed over is read from the table.
-    @Test func handedOverRowsArePublishedFromMemoryAndOnlyOnceCommitted() async throws {
-        let database = try await TestDatabase.create(migrations: Migration.pipeline)
-        defer { database.drop() }
-        let topics = try await TestTopics.create()
-        let relay = OutboxRelay(databaseURL: database.url, brokers: try TestServices.brokers())
-        let running = RunningService(relay)
-        try await eventually("the relay active") { relay.status.role == .active }
-
-        let db = try database.connect()
-        defer { db.close() }
-        func message(_ aggregate: String) -> OutboxMessage {
-            OutboxMessage(
-                tenantID: "t1", eventType: "test.out", aggregateID: aggregate, topic: topics.output, key: aggregate,
-                payload: Array("stored \(aggregate)".utf8), headers: ["h": aggregate])
-        }
-        // Rolled back after being handed over (as a savepoint's rows are): never published.
-        let rolledBack = OutboxWriter(handoff: relay.handoff)
-        try db.execute("BEGIN")
-        try rolledBack.insert([message("rolled-back")], on: db)
-        try db.execute("ROLLBACK")
-        rolledBack.committed()
-        // Committed and handed over: published from memory. The table's copy of "first" is
-        // changed behind the relay's back, so the topic tells which copy went out. (Handed over
-        // just before the commit, not after: the relay cannot see the rows before it, and a
-        // sweep in between would read them from the table.)
-        let writer = OutboxWriter(handoff: relay.handoff)
-        try db.execute("BEGIN")
-        try writer.insert([message("first"), message("second")], on: db)
-        try db.execute("UPDATE outbox SET payload = 'changed' WHERE aggregate_id = 'first'")
-        writer.committed()
-        try db.execute("COMMIT")
-        // Committed, not handed over: read from the table.
-        try OutboxWriter().insert([message("third")], on: db)
-
-        let published = try await consumeAll(topics.output, count: 3)
-        #expect(published.map { $0.key.map { String(decoding: $0, as: UTF8.self) } } == ["first", "second", "third"])
-        #expect(published.map { $0.value.map { String(decoding: $0, as: UTF8.self) } } == ["stored first", "stored second", "stored third"])
-        #expect(published.allSatisfy { $0.headers.count == 1 && $0.headers[0].name == "h" && $0.headers[0].value == $0.key })
-        try await eventually("the floor past every row, nothing kept") {
-            try database.scalar("SELECT floor FROM outbox_relay", as: Int64.self) == 5 && relay.handoff.count == 0
-        }
-        try await running.stop()
-        #expect(try await consumeAll(topics.output, count: 4, timeout: .seconds(5)).count == 3, "nothing else published")
-        await topics.delete()
-    }
-
     /// A transaction that commits late, below rows already published, while an older one keeps
     /// the floor from moving; then a later row of the late row's key commits. The late row must
     /// go out first: per key, the topic keeps outbox order whatever else is still running.

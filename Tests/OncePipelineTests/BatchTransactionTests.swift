@@ -5,7 +5,6 @@ import OnceTestSupport
 import OnceThreads
 import Testing
 
-@testable import OnceOutbox
 @testable import OncePipeline
 
 /// The claim of a batch's new event ids, written after its handlers with their outcomes: what
@@ -110,47 +109,5 @@ struct ClaimRaceTests {
         // Each row was written once, by one insert, in offset order: the first four places of the
         // partition's first page (an update would have moved a row past them).
         #expect(claims.map { $0[2] } == ["(0,1)", "(0,2)", "(0,3)", "(0,4)"])
-    }
-}
-
-/// A committed batch hands its outbox rows to the relay exactly as the relay would read them
-/// from the table; a dry run hands over nothing.
-@Suite(.timeLimit(.minutes(2)))
-struct OutboxHandoffTransactionTests {
-    @Test func theRowsHandedOverAreTheRowsStored() async throws {
-        let database = try await ClaimRaceTests.database()
-        defer { database.drop() }
-        let handoff = OutboxHandoff()
-        handoff.accept(true)
-        let transaction = BatchTransaction(
-            consumerGroup: "g", registry: .testEffects(), deadLetterTopic: "dlq", outboxHandoff: handoff)
-        let decoder = BatchDecoder(registry: .testEffects())
-        func batch(_ ids: [String], from offset: Int64) -> BatchPart {
-            let records = ids.enumerated().map { index, id in
-                KafkaRecord(
-                    topic: "in", partition: 0, offset: offset + Int64(index), key: nil,
-                    value: TestEvents.effect(id: id, key: "k-\(id)"))
-            }
-            return BatchPart(batch: PartitionBatch(partition: TopicPartition("in", 0), records: records), records: records.map(decoder.decode))
-        }
-        let db = try database.connect()
-        defer { db.close() }
-        _ = try transaction.commit([batch(["a", "b", "c"], from: 0)], mode: .dryRun, on: db)
-        #expect(handoff.count == 0, "a dry run commits nothing")
-        // As `once run` consumes: from the stored position, under its generation.
-        try db.execute(
-            """
-            INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, generation, owner)
-            VALUES ('g', 'in', 0, 0, 1, 'member')
-            """)
-        _ = try transaction.commit(
-            [batch(["a", "b", "c"], from: 0)],
-            mode: .consume(fences: [TopicPartition("in", 0): PartitionFence(generation: 1, nextOffset: 0)]), on: db)
-        let ids = try db.query("SELECT id FROM outbox ORDER BY id").map { try $0.decode(Int64.self, column: 0) }
-        #expect(ids.count == 3)
-        let stored = try OutboxRelay.rows(ids, on: db)
-        let handed = handoff.take(ids)
-        #expect(handed.count == 3)
-        for row in stored { #expect(handed[row.id] == row.record) }
     }
 }

@@ -127,9 +127,8 @@ public final class RunningPipeline: Sendable {
         registry.register(TestEffectHandler(outputTopic: topics.output))
         var logger = Logger(label: "test.pipeline")
         logger.logLevel = .warning
+        let pipeline = ConsumerPipeline(configuration: configuration, registry: registry, untilIdle: untilIdle, logger: logger)
         let relay = OutboxRelay(databaseURL: database.url, brokers: configuration.brokers, logger: logger)
-        let pipeline = ConsumerPipeline(
-            configuration: configuration, registry: registry, untilIdle: untilIdle, outboxHandoff: relay.handoff, logger: logger)
         self.pipeline = pipeline
         self.relay = relay
         // The relay goes on after a pipeline run with `untilIdle` returns, until `stop`.
