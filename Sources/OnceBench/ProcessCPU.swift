@@ -96,11 +96,14 @@ struct CPUProbe: Sendable {
             postgres = root.ownTicks + root.childrenTicks + children.reduce(0) { $0 + $1.ownTicks + $1.childrenTicks }
         }
         let broker = broker.flatMap { ProcessTimes.read(pid: $0) }.map { $0.ownTicks + $0.childrenTicks }
-        let tracked = pids.compactMap { ProcessTimes.read(pid: $0) }.reduce(0) { $0 + $1.ownTicks }
-        let backends = benchBackends.compactMap { ProcessTimes.read(pid: $0) }.reduce(0) { $0 + $1.ownTicks }
         return Sample(
             benchOwn: bench?.ownTicks ?? 0, benchChildren: bench?.childrenTicks ?? 0, postgres: postgres,
-            broker: broker, tracked: tracked, benchBackends: backends, at: .now)
+            broker: broker, tracked: Self.ownTicks(of: pids), benchBackends: Self.ownTicks(of: benchBackends), at: .now)
+    }
+
+    /// The own time of those of `pids` that are alive.
+    private static func ownTicks(of pids: [Int32]) -> Int64 {
+        pids.compactMap { ProcessTimes.read(pid: $0) }.reduce(0) { $0 + $1.ownTicks }
     }
 
     /// Where the client's CPU is found.

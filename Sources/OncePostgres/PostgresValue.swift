@@ -375,7 +375,7 @@ enum PostgresTextFormat {
                     let high = hexDigits[Int(text[2 + 2 * index])]
                     let low = hexDigits[Int(text[3 + 2 * index])]
                     invalid |= high | low
-                    output[index] = high << 4 | low & 0x0F
+                    output[index] = high << 4 | low
                 }
                 valid = invalid & 0x80 == 0
                 initialized = count
