@@ -22,6 +22,9 @@ struct PartitionSchedule {
 
     let maxBatch: Int
     let pauseAbove: Int
+    /// Fewer records than this make one transaction, not one per free session: a quarter of
+    /// `maxBatch`.
+    let splitAbove: Int
 
     struct Slot {
         /// nil while the partition is being claimed (or re-read after a fence).
@@ -71,6 +74,7 @@ struct PartitionSchedule {
         freeConnections = Array(0..<connections)
         self.maxBatch = maxBatch
         self.pauseAbove = pauseAbove
+        splitAbove = max(1, maxBatch / 4)
     }
 
 
@@ -199,14 +203,20 @@ struct PartitionSchedule {
         for (partition, slot) in slots where !slot.buffer.isEmpty && !slot.inFlight && !waiting.contains(partition) {
             waiting.append(partition)
         }
-        // The waiting partitions are shared out among the free sessions, each taking its share
-        // in turn, as many records as `maxBatch` allows: under a light load one transaction (and
-        // one commit) serves several partitions, and every free session still gets work.
+        // The waiting partitions are shared out among as many free sessions as their records
+        // fill (`splitAbove` records each), each taking its share in turn, as many records as
+        // `maxBatch` allows. Under a light load one transaction (and one commit) serves every
+        // waiting partition: its fixed cost (round trips, a commit flush) is paid once, not by
+        // each session. Under a heavy load every free session gets work.
         var started: [Dispatch] = []
+        var pending = waiting.reduce(0) { sum, partition in
+            sum + (slots[partition].map { $0.inFlight || $0.disowned || $0.fence == nil ? 0 : $0.buffer.count } ?? 0)
+        }
         while !waiting.isEmpty, !freeConnections.isEmpty {
             var parts: [Dispatch.Part] = []
             var room = maxBatch
-            let share = (waiting.count + freeConnections.count - 1) / freeConnections.count
+            let sessions = min(freeConnections.count, max(1, (pending + splitAbove - 1) / splitAbove))
+            let share = (waiting.count + sessions - 1) / sessions
             while room > 0, parts.count < share, let partition = waiting.first {
                 waiting.removeFirst()
                 guard let fence = slots[partition].flatMap({ $0.inFlight || $0.buffer.isEmpty || $0.disowned ? nil : $0.fence })
@@ -217,6 +227,7 @@ struct PartitionSchedule {
                 slots[partition]!.inFlight = true
                 parts.append(Dispatch.Part(batch: PartitionBatch(partition: partition, records: records), fence: fence))
                 room -= count
+                pending -= count
             }
             guard !parts.isEmpty else { break }
             started.append(Dispatch(parts: parts, connection: freeConnections.removeLast()))

@@ -83,12 +83,33 @@ import Testing
 
     @Test func waitingPartitionsAreSharedOutAmongTheFreeSessions() {
         let p2 = TopicPartition("in", 2)
-        let table = claimedTable(connections: 2, maxBatch: 100, [p0: 1, p1: 1, p2: 1])
-        // Three partitions, two free sessions: two and one, both sessions at work.
+        // Six records fill three transactions of a quarter batch (2): two free sessions, both at work.
+        let table = claimedTable(connections: 2, maxBatch: 8, [p0: 1, p1: 1, p2: 1])
         let started = table.ingest(records(p0, 0..<2) + records(p1, 0..<2) + records(p2, 0..<2))
         #expect(started.map(\.parts.count).sorted() == [1, 2])
         #expect(Set(started.map(\.connection)) == [0, 1])
         #expect(Set(started.flatMap { $0.parts.map(\.batch.partition) }) == [p0, p1, p2])
+    }
+
+    @Test func fewRecordsMakeOneTransactionWhateverTheFreeSessions() {
+        let p2 = TopicPartition("in", 2)
+        // Six records, under a quarter batch (25): one transaction for the three partitions,
+        // the other session left free for what comes next.
+        let table = claimedTable(connections: 2, maxBatch: 100, [p0: 1, p1: 1, p2: 1])
+        let started = table.ingest(records(p0, 0..<2) + records(p1, 0..<2) + records(p2, 0..<2))
+        #expect(started.count == 1)
+        #expect(Set(started[0].parts.map(\.batch.partition)) == [p0, p1, p2])
+        #expect(started[0].parts.map(\.batch.records.count) == [2, 2, 2])
+        // Their partitions are in flight: a record of one waits; so the free session stays free.
+        #expect(table.ingest(records(p1, 2..<3)).isEmpty)
+        // A record of a partition not in flight goes at once to the free session.
+        let p3 = TopicPartition("in", 3)
+        _ = table.assigned([p3])
+        table.claimed(p3, fence: PartitionFence(generation: 1, nextOffset: 0))
+        table.seeksDone([p3])
+        let next = table.ingest(records(p3, 0..<1))
+        #expect(next.map(\.parts.count) == [1])
+        #expect(next.first?.connection != started[0].connection)
     }
 
     @Test func aFencedPartDropsOnlyItsOwnPartition() {
