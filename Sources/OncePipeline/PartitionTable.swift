@@ -22,8 +22,8 @@ struct PartitionSchedule {
 
     let maxBatch: Int
     let pauseAbove: Int
-    /// Fewer records than this make one transaction, not one per free session: a quarter of
-    /// `maxBatch`.
+    /// Up to this many waiting records make one transaction, not one per free session: a
+    /// quarter of `maxBatch`.
     let splitAbove: Int
 
     struct Slot {
