@@ -72,6 +72,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        MallocSettings.apply()
         let settings = try connection.settings(retention: retention)
         let logger = try connection.makeLogger()
         let http = try httpAddress()
