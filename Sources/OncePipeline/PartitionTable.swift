@@ -210,7 +210,7 @@ struct PartitionSchedule {
         // each session. Under a heavy load every free session gets work.
         var started: [Dispatch] = []
         var pending = waiting.reduce(0) { sum, partition in
-            sum + (slots[partition].map { $0.inFlight || $0.disowned || $0.fence == nil ? 0 : $0.buffer.count } ?? 0)
+            readyFence(partition) == nil ? sum : sum + slots[partition]!.buffer.count
         }
         while !waiting.isEmpty, !freeConnections.isEmpty {
             var parts: [Dispatch.Part] = []
@@ -219,8 +219,7 @@ struct PartitionSchedule {
             let share = (waiting.count + sessions - 1) / sessions
             while room > 0, parts.count < share, let partition = waiting.first {
                 waiting.removeFirst()
-                guard let fence = slots[partition].flatMap({ $0.inFlight || $0.buffer.isEmpty || $0.disowned ? nil : $0.fence })
-                else { continue }
+                guard let fence = readyFence(partition) else { continue }
                 let count = min(room, slots[partition]!.buffer.count)
                 let records = Array(slots[partition]!.buffer.prefix(count))
                 slots[partition]!.buffer.removeFirst(count)
@@ -233,6 +232,12 @@ struct PartitionSchedule {
             started.append(Dispatch(parts: parts, connection: freeConnections.removeLast()))
         }
         return started
+    }
+
+    /// The fence a batch of `partition` would start under; nil when none can start now (a batch
+    /// in flight, nothing buffered, disowned, or not claimed).
+    private func readyFence(_ partition: TopicPartition) -> PartitionFence? {
+        slots[partition].flatMap { $0.inFlight || $0.buffer.isEmpty || $0.disowned ? nil : $0.fence }
     }
 
     /// Claimed partitions with no batch in flight, and the generation each is held under:
